@@ -1,0 +1,3 @@
+from sept.cli import app
+
+app()

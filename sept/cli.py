@@ -1,0 +1,37 @@
+"""The `sept` command: one entry point, verbs contributed by each part of the project.
+
+Each part owns its verbs in its own `cli.py` and exposes `register(app)`. Heavy imports
+(torch, laion-clap, prefect) happen inside the commands, so `sept --help` stays fast.
+"""
+import typer
+
+from flows import cli as flows_cli
+from neighbor_store import cli as store_cli
+from pipeline import cli as pipeline_cli
+from trainer import cli as trainer_cli
+
+app = typer.Typer(
+    name="sept",
+    help="Semantic neighbors for audio classes, and SEPT prompt tuning of CLAP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from sept import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+for part in (store_cli, pipeline_cli, trainer_cli, flows_cli):
+    part.register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,6 +1,182 @@
-"""Command-line verbs of this part; see `register`."""
+"""`sept generate` and `sept margins compute`: the pipeline from the command line.
+
+Heavy imports (torch, laion-clap, sentence-transformers, LLM clients) happen inside the
+commands, so `sept --help` stays fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+margins_app = typer.Typer(help="Margins of a neighbor version under a CLAP text encoder.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    errors: list[type[BaseException]] = [ValidationError, ValueError, FileNotFoundError, KeyError, OSError]
+    try:
+        from neighbor_store import StoreError
+
+        errors.append(StoreError)
+    except ImportError:
+        pass
+    try:
+        from pipeline.generate import GenerationError
+
+        errors.append(GenerationError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _message(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    from pipeline.run import config_error_text
+
+    if isinstance(e, ValidationError):
+        return config_error_text(e)
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def generate(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name (bundled lists: esc50, tut2017, ... or any name with --classes-file / --dataset-root)."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Text file, one class per line."),
+    dataset_root: Optional[Path] = typer.Option(None, "--dataset-root", help="PALM-layout root (<root>/<dataset>/train.csv) or the dataset folder."),
+    backend: str = typer.Option(..., "--backend", help="openai | anthropic | vllm | vllm-offline"),
+    model: str = typer.Option(..., "--model", help="LLM name (or local path for vllm-offline)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (required for vllm)."),
+    clap_checkpoint: Optional[Path] = typer.Option(None, "--clap-checkpoint", help="LAION-CLAP checkpoint; without it the CLAP filter and margins are skipped."),
+    clap_amodel: str = typer.Option("HTSAT-tiny", "--clap-amodel", help="CLAP audio model of the checkpoint."),
+    clap_fusion: bool = typer.Option(False, "--clap-fusion", help="The checkpoint is a fusion model."),
+    clap_tokenizer: Optional[Path] = typer.Option(None, "--clap-tokenizer", help="Folder with the RoBERTa vocab.json and merges.txt."),
+    n_per_class: int = typer.Option(10, "--n-per-class", help="Neighbors to ask for per class."),
+    samples: int = typer.Option(1, "--samples", help="Independent LLM samples per class."),
+    prompt: str = typer.Option("default", "--prompt", help="Prompt id (default, synonyms, acoustic, subtypes) or a .yaml path."),
+    templates: str = typer.Option("default", "--templates", help="Manual template set id or .yaml path."),
+    temperature: float = typer.Option(0.8, "--temperature"),
+    dedup_threshold: float = typer.Option(0.9, "--dedup-threshold", help="Cosine at or above which a candidate duplicates an earlier one."),
+    dedup_model: Optional[str] = typer.Option(None, "--dedup-model", help="sentence-transformers model name or path (default: the shipped all-MiniLM-L6-v2)."),
+    min_self: float = typer.Option(0.5, "--min-self", help="CLAP filter: minimum cosine to the own class."),
+    confuser_margin: float = typer.Option(0.0, "--confuser-margin", help="CLAP filter: reject when another class is closer by more than this."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store root (default $SEPT_STORE or ./neighbor-store)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="LLM response cache folder (re-runs cost no request)."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Concurrent LLM requests."),
+    max_attempts: int = typer.Option(4, "--max-attempts", help="Attempts per request before a class fails."),
+    message: str = typer.Option("", "--message", "-m", help="Version message."),
+) -> None:
+    """Generate, clean and score neighbors for every class, and write one new version.
+
+    Prints the new version reference last on stdout.
+    """
+    from pydantic import ValidationError
+
+    from pipeline.run import PipelineConfig, config_error_text
+
+    if classes_file is not None and dataset_root is not None:
+        _fail("give either --classes-file or --dataset-root, not both")
+    try:
+        cfg = PipelineConfig(
+            dataset=dataset, classes_file=classes_file, dataset_root=dataset_root, backend=backend, model=model,
+            base_url=base_url, clap_checkpoint=clap_checkpoint, clap_amodel=clap_amodel, clap_fusion=clap_fusion,
+            clap_tokenizer=clap_tokenizer, n_per_class=n_per_class, samples=samples, prompt=prompt,
+            templates=templates, temperature=temperature, dedup_threshold=dedup_threshold,
+            dedup_model=dedup_model, min_self=min_self, confuser_margin=confuser_margin, tag=tag, store=store,
+            cache_dir=cache_dir, concurrency=concurrency, max_attempts=max_attempts, message=message,
+        )
+    except ValidationError as e:
+        _fail(config_error_text(e))
+    _generate(cfg)
+
+
+def _generate(cfg) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from neighbor_store import Store
+    from pipeline.datasets import resolve_classes
+    from pipeline.run import run_pipeline, write_result
+
+    console = Console(stderr=True)
+    try:
+        classes = resolve_classes(cfg)
+        # the store is opened before any LLM request so a bad --store fails fast
+        store = Store(cfg.store)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"), console=console, transient=False,
+        ) as progress:
+            task = progress.add_task(f"{cfg.dataset}: classes", total=len(classes), last="")
+
+            def on_class_done(*args, **kwargs) -> None:
+                result = args[-1] if args else next(iter(kwargs.values()), None)
+                name = getattr(result, "class_name", result if isinstance(result, str) else "")
+                got = getattr(result, "candidates", None)
+                last = f"{name} ({len(got)} candidates)" if got is not None else str(name)
+                progress.update(task, advance=1, last=last)
+
+            result = run_pipeline(cfg.model_copy(update={"classes": classes}), on_class_done=on_class_done)
+            progress.update(task, completed=len(classes))
+        ref = write_result(store, cfg, result)
+    except _known_errors() as e:
+        _fail(_message(e))
+    stats = result.stats
+    kept = sum(s["kept"] for s in stats["classes"].values())
+    console.print(
+        f"{len(result.classes)} classes, {kept} neighbors kept, {len(result.rejected)} rejected; "
+        f"{stats['requests']} LLM requests, {stats['cache_hits']} cache hits"
+    )
+    if result.margins is None:
+        console.print("CLAP filter and margins skipped: no --clap-checkpoint")
+    else:
+        console.print(f"margins {tuple(result.margins[1].shape)} under encoder {result.margins[0]}")
+    typer.echo(ref)
+
+
+@margins_app.command("compute")
+def margins_compute(
+    ref: str = typer.Argument(..., help="Version reference DATASET@VERSION."),
+    clap_checkpoint: Path = typer.Option(..., "--clap-checkpoint", help="LAION-CLAP checkpoint."),
+    templates: str = typer.Option("default", "--templates", help="Manual template set id or .yaml path."),
+    clap_amodel: str = typer.Option("HTSAT-tiny", "--clap-amodel"),
+    clap_fusion: bool = typer.Option(False, "--clap-fusion"),
+    clap_tokenizer: Optional[Path] = typer.Option(None, "--clap-tokenizer", help="Folder with the RoBERTa vocab.json and merges.txt."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store root (default $SEPT_STORE or ./neighbor-store)."),
+) -> None:
+    """Compute margins of an existing version and attach them under the encoder fingerprint."""
+    try:
+        if not clap_checkpoint.is_file():
+            raise FileNotFoundError(f"--clap-checkpoint: {clap_checkpoint} does not exist")
+        from neighbor_store import Store
+        from pipeline.margins import compute_margins
+        from pipeline.models import get_backbone
+        from pipeline.run import attach_margins
+        from prompts import load_templates
+
+        st = Store(store)
+        version = st.read(ref)
+        template_set = load_templates(templates)
+        backbone = get_backbone(clap_checkpoint, clap_amodel, clap_fusion, clap_tokenizer)
+        values = compute_margins(backbone, list(version.classes), list(version.neighbors), template_set)
+        attach_margins(st, version.ref, backbone.fingerprint, values, [n.id for n in version.neighbors],
+                       meta={"templates": template_set.ref})
+    except _known_errors() as e:
+        _fail(_message(e))
+    typer.echo(f"{version.ref} margins {backbone.fingerprint} shape {list(values.shape)}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this part's verbs to the `sept` app."""
+    """Add `sept generate` and `sept margins ...` to the `sept` app."""
+    app.command("generate")(generate)
+    app.add_typer(margins_app, name="margins")

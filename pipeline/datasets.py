@@ -1,0 +1,140 @@
+"""Class lists: which classes a dataset has, in which order.
+
+A dataset is a name plus an ordered class list, names verbatim (`cafe/restaurant`,
+`Cough`). The list comes, by precedence, from an explicit list, a classes file (one class
+per line), a PALM-layout dataset folder (`train.csv`/`test.csv` with `path,classname`;
+classes `sorted(unique(classname))`), or the lists bundled for the PALM benchmark
+datasets in `pipeline/classlists/<slug>.txt`.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from slugify import slugify
+
+CLASSLISTS = Path(__file__).parent / "classlists"
+PALM_SPLITS = ("train.csv", "test.csv")
+
+
+def dataset_slug(name: str) -> str:
+    """File-name form of a dataset name ("ESC50-Actions" -> "esc50-actions")."""
+    return slugify(name)
+
+
+def bundled_datasets() -> list[str]:
+    """Slugs of the bundled class lists."""
+    return sorted(p.stem for p in CLASSLISTS.glob("*.txt"))
+
+
+def read_classes_file(path: str | Path) -> list[str]:
+    """Classes from a text file, one per line, kept verbatim (surrounding whitespace
+    trimmed, blank lines skipped). A repeated class is an error naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classes_file: {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"classes_file: {path} is not UTF-8 text ({e})") from e
+    classes: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in seen:
+            raise ValueError(f"{path}:{lineno}: class {name!r} repeats line {seen[name]}")
+        seen[name] = lineno
+        classes.append(name)
+    if not classes:
+        raise ValueError(f"classes_file: {path} lists no class")
+    return classes
+
+
+def bundled_classes(dataset: str) -> list[str] | None:
+    """The bundled class list of `dataset` (exact name or slug, e.g. "ESC50" or "esc50"), or None."""
+    path = CLASSLISTS / f"{dataset_slug(dataset)}.txt"
+    return read_classes_file(path) if dataset and path.is_file() else None
+
+
+def palm_dataset_dir(dataset_root: str | Path, dataset: str) -> Path:
+    """The folder holding `train.csv`/`test.csv`: `dataset_root` itself, or
+    `dataset_root/<dataset>` (matched exactly, then by slug)."""
+    root = Path(dataset_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_root: {root} is not a directory")
+    if any((root / s).is_file() for s in PALM_SPLITS):
+        return root
+    if (root / dataset).is_dir():
+        return root / dataset
+    slug = dataset_slug(dataset)
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        if dataset_slug(sub.name) == slug:
+            return sub
+    raise FileNotFoundError(
+        f"dataset_root: neither {root} nor {root / dataset} holds train.csv or test.csv (PALM layout: "
+        f"<root>/<dataset>/train.csv with columns path,classname)"
+    )
+
+
+def read_palm_rows(csv_path: Path) -> list[dict[str, str]]:
+    """Rows of a PALM split file; errors name the file and line."""
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        if "classname" not in fields or "path" not in fields:
+            raise ValueError(f"{csv_path}:1: expected columns path,classname, found {','.join(fields) or 'nothing'}")
+        for row in reader:
+            row = {(k or "").strip(): (v or "") for k, v in row.items()}
+            name = row["classname"].strip()
+            if not name:
+                raise ValueError(f"{csv_path}:{reader.line_num}: empty classname")
+            rows.append({"path": row["path"].strip(), "classname": name})
+    return rows
+
+
+def read_palm_classes(dataset_root: str | Path, dataset: str) -> list[str]:
+    """`sorted(unique(classname))` over the dataset's train.csv and test.csv."""
+    folder = palm_dataset_dir(dataset_root, dataset)
+    names: set[str] = set()
+    for split in PALM_SPLITS:
+        if (folder / split).is_file():
+            names.update(r["classname"] for r in read_palm_rows(folder / split))
+    if not names:
+        raise ValueError(f"dataset_root: {folder} has no class in {' or '.join(PALM_SPLITS)}")
+    return sorted(names)
+
+
+def palm_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_class: int) -> dict[str, list[Path]]:
+    """The first `per_class` training clips of every class (file order), for the CLAP
+    filter's text-audio check. Paths in the CSV are relative to the dataset folder."""
+    folder = palm_dataset_dir(dataset_root, dataset)
+    split = folder / "train.csv" if (folder / "train.csv").is_file() else folder / "test.csv"
+    clips: dict[str, list[Path]] = {c: [] for c in classes}
+    for row in read_palm_rows(split):
+        got = clips.get(row["classname"])
+        if got is not None and len(got) < per_class:
+            got.append(folder / row["path"])
+    return clips
+
+
+def resolve_classes(cfg: Any) -> list[str]:
+    """Ordered class list for a config with fields `dataset`, `classes`, `classes_file`,
+    `dataset_root`: explicit list > classes file > dataset root > bundled list."""
+    classes = getattr(cfg, "classes", None)
+    if classes:
+        return list(classes)
+    if getattr(cfg, "classes_file", None):
+        return read_classes_file(cfg.classes_file)
+    if getattr(cfg, "dataset_root", None):
+        return read_palm_classes(cfg.dataset_root, cfg.dataset)
+    found = bundled_classes(cfg.dataset)
+    if found is None:
+        raise ValueError(
+            f"dataset: no bundled class list for {cfg.dataset!r} (bundled: {', '.join(bundled_datasets())}); "
+            "pass classes, classes_file or dataset_root"
+        )
+    return found

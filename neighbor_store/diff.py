@@ -79,6 +79,8 @@ def diff_versions(a: Version, b: Version) -> VersionDiff:
     per_class: dict[str, ClassDiff] = {c: ClassDiff() for c in order}
     for i, r in sa.items():
         if i in sb:
+            if sb[i].text != r.text:  # same id, other spelling (case or spacing)
+                per_class[r.class_].text.append((r, sb[i]))
             if sb[i].status != r.status:
                 per_class[r.class_].status.append((r, sb[i]))
         elif i in edits:

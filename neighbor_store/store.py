@@ -435,7 +435,9 @@ class Store:
             _fsync_write(build / NEIGHBORS, nbytes)
             _fsync_write(build / REJECTED, rbytes)
             if carry_from is not None:
-                shutil.copytree(carry_from, build / MARGINS, ignore=shutil.ignore_patterns(".*"))
+                # under the parent's margins lock: never copy a file and a sidecar from two different attaches
+                with FileLock(str(carry_from / ".lock"), timeout=60):
+                    shutil.copytree(carry_from, build / MARGINS, ignore=shutil.ignore_patterns(".*"))
             text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
             _fsync_write(build / MANIFEST, text.encode("utf-8"))
             try:

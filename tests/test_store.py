@@ -270,3 +270,22 @@ def test_store_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ref = Store().write_version("esc50", ["dog"], [rec("dog", "woof")])
     assert (tmp_path / "neighbor-store" / "esc50" / "versions" / Store().resolve(ref)[1]).is_dir()
+
+
+def test_diff_shows_added_removed_status_and_respelled_text(store):
+    from neighbor_store.diff import diff_versions, format_diff
+
+    a = store.write_version("esc50", ["dog", "cat"], [rec("dog", "Dog  bark"), rec("dog", "growl"), rec("cat", "meow")])
+    b = store.write_version(
+        "esc50", ["dog", "cat", "cow"], [rec("dog", "dog bark"), rec("cow", "moo")],
+        rejected=[rec("dog", "growl", status="rejected", reason="review")], parent=a,
+    )
+    d = diff_versions(store.read(a), store.read(b))
+    assert d.classes_added == ["cow"] and d.classes_removed == []
+    assert [(x.text, y.text) for x, y in d.per_class["dog"].text] == [("Dog  bark", "dog bark")]
+    assert [(x.status, y.status) for x, y in d.per_class["dog"].status] == [("accepted", "rejected")]
+    assert [r.text for r in d.per_class["cat"].removed] == ["meow"]
+    assert [r.text for r in d.per_class["cow"].added] == ["moo"]
+    text = format_diff(d)
+    assert "+ class 'cow'" in text and "1 added, 1 removed, 1 status changed, 1 text changed" in text
+    assert format_diff(diff_versions(store.read(a), store.read(a))).splitlines()[1] == "no changes"

@@ -33,23 +33,19 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, object)` for every non-blank line; a bad line raises `ValidationError` naming file:line."""
     path = Path(path)
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # binary: only "\n" ends a line (text mode would also split on a lone "\r")
     except FileNotFoundError:
         raise ValidationError("file not found", file=path) from None
     with f:
-        lineno = 0
-        while True:
+        for lineno, raw in enumerate(f, start=1):
             try:
-                raw = f.readline()
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # editors may add a BOM
             except UnicodeDecodeError as e:
-                raise ValidationError(f"not valid UTF-8 ({e.reason})", file=path, line=lineno + 1) from None
-            if not raw:
-                break
-            lineno += 1
-            if not raw.strip():
+                raise ValidationError(f"not valid UTF-8 ({e.reason})", file=path, line=lineno) from None
+            if not line.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValidationError(f"bad JSON: {e.msg} (column {e.colno})", file=path, line=lineno) from None
             if not isinstance(obj, dict):

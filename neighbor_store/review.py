@@ -34,7 +34,7 @@ def read_classes_file(path: str | Path) -> list[str]:
     """One class per line, verbatim (only the line ending is removed); blank lines are skipped."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # not read_text: a "\r" inside a class name is not a line end
     except FileNotFoundError:
         raise ValidationError("classes file not found", file=path) from None
     except UnicodeDecodeError as e:

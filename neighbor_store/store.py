@@ -483,7 +483,7 @@ class Store:
             "neighbors": counts.get("neighbors"),
             "rejected": counts.get("rejected"),
             "tags": sorted(tags_by_id.get(vid, [])),
-            "margins": self.margin_fingerprints(f"{slug}@{vid}"),
+            "margins": sorted(p.stem for p in (self._version_dir(slug, vid) / MARGINS).glob("*.safetensors")),
         }
 
     def _tags_by_id(self, slug: str) -> dict[str, list[str]]:

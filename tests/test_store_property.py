@@ -3,7 +3,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from slugify import slugify
 
@@ -27,6 +27,9 @@ def datasets(draw):
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(datasets())
+@example(("0", ["\r0"], {"\r0": ["a\rb"]}))  # a carriage return inside a name is not a line end
+@example(("ESC-50", ["cafe/restaurant", "Cough", "city_center"], {"cafe/restaurant": ["Clinking Cups"], "Cough": [],
+                                                                  "city_center": ["tram bell", "crowd / chatter"]}))
 def test_class_names_and_texts_round_trip(data):
     dataset, classes, per_class = data
     neighbors = [NeighborRecord(class_=c, text=t) for c in classes for t in per_class[c]]

@@ -42,17 +42,22 @@ def prototypes(backbone, texts: Sequence[str], templates: "TemplateSet", batch_s
 
 
 def audio_prototypes(backbone, audio: dict[str, list], classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized mean clip embedding per class [C, D] and a mask [C] of classes that have clips."""
-    flat, owner = [], []
+    """Normalized mean clip embedding per class [C, D] and a mask [C] of classes that have clips.
+
+    audio: class -> clips, each a file path or a (waveform, sample_rate) pair.
+    """
+    flat, rates, owner = [], [], []
     for ci, cls in enumerate(classes):
         for clip in audio.get(cls, []) or []:
-            flat.append(clip)
+            wave, rate = clip if isinstance(clip, tuple) else (clip, None)
+            flat.append(wave)
+            rates.append(rate)
             owner.append(ci)
     dim = getattr(backbone, "embed_dim", 512)
     protos = torch.zeros(len(classes), dim)
     present = torch.zeros(len(classes), dtype=torch.bool)
     if flat:
-        emb = backbone.encode_audio(flat, crop="deterministic").float()
+        emb = backbone.encode_audio(flat, sample_rate=rates, crop="deterministic").float()
         owner_t = torch.tensor(owner)
         protos.index_add_(0, owner_t, emb)
         present[owner_t] = True
@@ -74,7 +79,7 @@ def clap_filter(
     """Score and filter neighbors with the CLAP text encoder.
 
     kept: class -> neighbors (the dict order is the class order; every class, maybe empty).
-    audio: optional class -> a few clips (arrays at 48 kHz, or file paths) for the text-audio check.
+    audio: optional class -> a few clips (file paths or (waveform, rate) pairs) for the text-audio check.
     """
     classes = list(kept)
     flat = [r for cls in classes for r in kept[cls]]

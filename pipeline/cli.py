@@ -71,7 +71,7 @@ def generate(
     confuser_margin: float = typer.Option(0.0, "--confuser-margin", help="CLAP filter: reject when another class is closer by more than this."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
     store: Optional[Path] = typer.Option(None, "--store", help="Store root (default $SEPT_STORE or ./neighbor-store)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="LLM response cache folder (re-runs cost no request)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="LLM response cache folder (default $SEPT_CACHE/llm or ./.sept/llm-cache); a re-run costs no request."),
     concurrency: int = typer.Option(8, "--concurrency", help="Concurrent LLM requests."),
     max_attempts: int = typer.Option(4, "--max-attempts", help="Attempts per request before a class fails."),
     message: str = typer.Option("", "--message", "-m", help="Version message."),

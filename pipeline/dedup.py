@@ -157,8 +157,10 @@ def dedup(
     if len(all_rows) > 1:
         e = emb[all_rows]
         sims = _cosines(e, e)
-        sims[owner[:, None] == owner[None, :]] = -1.0
         flat_kept = [r for cls in classes for r in kept[cls]]
+        keys = np.array([normalize_text(r.text) for r in flat_kept], dtype=object)
+        sims[keys[:, None] == keys[None, :]] = 1.0  # "Heavy rain!" and "heavy rain" are one phrase
+        sims[owner[:, None] == owner[None, :]] = -1.0
         best = sims.argmax(axis=1)
         for a, rec in enumerate(flat_kept):
             rec.scores["dedup_cross_max"] = float(sims[a, best[a]]) if sims[a, best[a]] > -1.0 else 0.0

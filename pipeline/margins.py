@@ -20,23 +20,16 @@ if TYPE_CHECKING:
 def encode_templated(backbone, texts: Sequence[str], templates: "TemplateSet", batch_size: int = 256) -> torch.Tensor:
     """Unit-normalized embeddings of every text in every template: [N, T, D].
 
-    Each distinct string is encoded once, and strings go through the encoder sorted by
-    length, so a batch pads only to its own longest prompt.
+    All N*T strings go to the encoder in one call: `encode_text` encodes each distinct
+    string once and batches by token length, so a batch pads only to its own longest prompt.
     """
     T = len(templates.templates)
     strings = [s for text in texts for s in templates.fill(text)]
     if not strings:
         return torch.zeros(0, T, getattr(backbone, "embed_dim", 512))
-    unique = list(dict.fromkeys(strings))
-    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-    emb = backbone.encode_text([unique[i] for i in order], batch_size=batch_size)
-    by_string = torch.empty_like(emb)
-    by_string[torch.tensor(order)] = emb
-    index = {s: i for i, s in enumerate(unique)}
-    rows = torch.tensor([index[s] for s in strings])
-    out = by_string[rows].float().view(len(texts), T, -1)
-    # encode_text already normalizes; renormalize so any backbone honours the contract
-    return torch.nn.functional.normalize(out, dim=-1)
+    emb = backbone.encode_text(strings, batch_size=batch_size).float()
+    # encode_text already normalizes; renormalizing keeps the contract for any encoder
+    return torch.nn.functional.normalize(emb.view(len(texts), T, -1), dim=-1)
 
 
 def margins_from_embeddings(class_emb: torch.Tensor, neighbor_emb: torch.Tensor) -> torch.Tensor:

@@ -297,7 +297,7 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
     # load the CLAP model before spending LLM requests: a bad checkpoint fails fast
     load_clap(cfg)
     backend = make_backend(cfg.backend, cfg.model, cfg.base_url)
-    cache = ResponseCache(cfg.cache_dir) if cfg.cache_dir else None
+    cache = ResponseCache(cfg.cache_dir)  # None: $SEPT_CACHE/llm or ./.sept/llm-cache
     results = asyncio.run(
         generate_all(backend, classes, prompt, generation_settings(cfg), cache=cache, on_class_done=on_class_done)
     )

@@ -33,9 +33,11 @@ def tone(seconds: float, rate: int = SAMPLE_RATE, freq: float = 440.0, seed: int
     return wave.astype(np.float32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def reference(clap_checkpoint, clap_tokenizer_dir):
-    """laion-clap's CLAP_Module on the same checkpoint, loaded by its own load_ckpt."""
+    """laion-clap's CLAP_Module on the same checkpoint, loaded by its own load_ckpt.
+
+    Class-scoped so it is freed before the fusion test builds its model (each CLAP is ~1.7 GB)."""
     import laion_clap
 
     with offline_hub(clap_tokenizer_dir):
@@ -47,64 +49,62 @@ def reference(clap_checkpoint, clap_tokenizer_dir):
 
 # ----------------------------------------------------------------------------- parity
 
-def test_encode_text_matches_laion_clap(backbone, reference):
-    ours = backbone.encode_text(TEXTS, batch_size=3)
-    theirs = reference.get_text_embedding(TEXTS, use_tensor=True).detach()
-    assert ours.shape == (len(TEXTS), 512)
-    assert torch.allclose(ours.norm(dim=-1), torch.ones(len(TEXTS)), atol=1e-5)
-    assert (ours - theirs).abs().max().item() <= 1e-5
-    assert torch.equal(ours[1], ours[5])
+class TestParityWithLaionClap:
+    """Same checkpoint, same inputs: laion-clap's CLAP_Module API vs ours."""
 
+    def test_encode_text_matches_laion_clap(self, backbone, reference):
+        ours = backbone.encode_text(TEXTS, batch_size=3)
+        theirs = reference.get_text_embedding(TEXTS, use_tensor=True).detach()
+        assert ours.shape == (len(TEXTS), 512)
+        assert torch.allclose(ours.norm(dim=-1), torch.ones(len(TEXTS)), atol=1e-5)
+        assert (ours - theirs).abs().max().item() <= 1e-5
+        assert torch.equal(ours[1], ours[5])
 
-def test_tokens_are_padded_to_the_longest_prompt(backbone):
-    short = backbone.tokenize(["rain", "a sound of a dog."])
-    lengths = short["attention_mask"].sum(dim=1)
-    assert short["input_ids"].shape[1] == lengths.max().item() < 77
-    assert (short["input_ids"][:, 0] == 0).all()                       # <s> first: the pooled token
-    assert short["input_ids"][0, lengths[0]:].eq(backbone.tokenizer.pad_token_id).all()
-    assert backbone.tokenize(TEXTS)["input_ids"].shape[1] == 77        # truncation at 77 kept
+    def test_tokens_are_padded_to_the_longest_prompt(self, backbone):
+        short = backbone.tokenize(["rain", "a sound of a dog."])
+        lengths = short["attention_mask"].sum(dim=1)
+        assert short["input_ids"].shape[1] == lengths.max().item() < 77
+        assert (short["input_ids"][:, 0] == 0).all()                       # <s> first: the pooled token
+        assert short["input_ids"][0, lengths[0]:].eq(backbone.tokenizer.pad_token_id).all()
+        assert backbone.tokenize(TEXTS)["input_ids"].shape[1] == 77        # truncation at 77 kept
 
+    def test_token_path_matches_encode_text_and_passes_gradients(self, backbone):
+        tokens = backbone.tokenize(TEXTS)
+        embeds = backbone.token_embedding(tokens["input_ids"]).detach().requires_grad_(True)
+        assert embeds.shape[-1] == backbone.text_dim == 768
+        pooled = backbone.encode_token_embeddings(embeds, tokens["attention_mask"])
+        assert (pooled.detach() - backbone.encode_text(TEXTS)).abs().max().item() <= 1e-5
+        pooled[:, 0].sum().backward()
+        assert embeds.grad is not None and embeds.grad.abs().sum().item() > 0
+        assert all(p.grad is None and not p.requires_grad for p in backbone.model.parameters())
 
-def test_token_path_matches_encode_text_and_passes_gradients(backbone):
-    tokens = backbone.tokenize(TEXTS)
-    embeds = backbone.token_embedding(tokens["input_ids"]).detach().requires_grad_(True)
-    assert embeds.shape[-1] == backbone.text_dim == 768
-    pooled = backbone.encode_token_embeddings(embeds, tokens["attention_mask"])
-    assert (pooled.detach() - backbone.encode_text(TEXTS)).abs().max().item() <= 1e-5
-    pooled[:, 0].sum().backward()
-    assert embeds.grad is not None and embeds.grad.abs().sum().item() > 0
-    assert all(p.grad is None and not p.requires_grad for p in backbone.model.parameters())
+    def test_encode_audio_matches_laion_clap_on_48k_clips(self, backbone, reference):
+        clips = [tone(1.0, freq=220), tone(3.7, freq=880, seed=1), tone(10.0, freq=330, seed=2)]
+        ours = backbone.encode_audio(clips, sample_rate=SAMPLE_RATE, batch_size=2)
+        theirs = torch.from_numpy(reference.get_audio_embedding_from_data(clips))
+        assert ours.shape == (3, 512)
+        assert torch.allclose(ours.norm(dim=-1), torch.ones(3), atol=1e-5)
+        assert (ours - theirs).abs().max().item() <= 1e-4
 
+    def test_16k_stereo_file_is_resampled_like_laion_clap(self, backbone, reference, tmp_path):
+        left, right = tone(4.0, rate=16000, freq=300), tone(4.0, rate=16000, freq=500, seed=3)
+        stereo = np.stack([left, right], axis=1)                           # [T, C]
+        path = tmp_path / "stereo16k.wav"
+        soundfile.write(path, stereo, 16000, subtype="FLOAT")
+        ours = backbone.encode_audio([path])
+        theirs = torch.from_numpy(reference.get_audio_embedding_from_filelist([str(path)]))
+        assert (ours - theirs).abs().max().item() <= 1e-4
+        # The same clip given as arrays, channels last or first.
+        as_arrays = backbone.encode_audio([stereo, stereo.T], sample_rate=16000)
+        assert (as_arrays - ours).abs().max().item() <= 1e-6
 
-def test_encode_audio_matches_laion_clap_on_48k_clips(backbone, reference):
-    clips = [tone(1.0, freq=220), tone(3.7, freq=880, seed=1), tone(10.0, freq=330, seed=2)]
-    ours = backbone.encode_audio(clips, sample_rate=SAMPLE_RATE, batch_size=2)
-    theirs = torch.from_numpy(reference.get_audio_embedding_from_data(clips))
-    assert ours.shape == (3, 512)
-    assert torch.allclose(ours.norm(dim=-1), torch.ones(3), atol=1e-5)
-    assert (ours - theirs).abs().max().item() <= 1e-4
-
-
-def test_16k_stereo_file_is_resampled_like_laion_clap(backbone, reference, tmp_path):
-    left, right = tone(4.0, rate=16000, freq=300), tone(4.0, rate=16000, freq=500, seed=3)
-    stereo = np.stack([left, right], axis=1)                           # [T, C]
-    path = tmp_path / "stereo16k.wav"
-    soundfile.write(path, stereo, 16000, subtype="FLOAT")
-    ours = backbone.encode_audio([path])
-    theirs = torch.from_numpy(reference.get_audio_embedding_from_filelist([str(path)]))
-    assert (ours - theirs).abs().max().item() <= 1e-4
-    # The same clip given as arrays, channels last or first.
-    as_arrays = backbone.encode_audio([stereo, stereo.T], sample_rate=16000)
-    assert (as_arrays - ours).abs().max().item() <= 1e-6
-
-
-def test_long_clip_random_crop_follows_laion_clap(backbone, reference):
-    clip = tone(13.0, freq=600, seed=4)
-    np.random.seed(7)
-    theirs = torch.from_numpy(reference.get_audio_embedding_from_data([clip]))
-    np.random.seed(7)
-    ours = backbone.encode_audio([clip], sample_rate=SAMPLE_RATE, crop="random")
-    assert (ours - theirs).abs().max().item() <= 1e-4
+    def test_long_clip_random_crop_follows_laion_clap(self, backbone, reference):
+        clip = tone(13.0, freq=600, seed=4)
+        np.random.seed(7)
+        theirs = torch.from_numpy(reference.get_audio_embedding_from_data([clip]))
+        np.random.seed(7)
+        ours = backbone.encode_audio([clip], sample_rate=SAMPLE_RATE, crop="random")
+        assert (ours - theirs).abs().max().item() <= 1e-4
 
 
 def test_long_clip_deterministic_crop_is_the_centered_window(backbone):
@@ -167,8 +167,8 @@ def test_checkpoint_variants_load_identically(backbone, clap_checkpoint, tmp_pat
     wrapped = torch.load(clap_checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
     bare = {k[len("module."):]: v for k, v in wrapped.items()}
     no_position_ids = {k: v for k, v in bare.items() if k != "text_branch.embeddings.position_ids"}
-    variants = {"prefixed-no-wrapper.pt": wrapped, "wrapper-no-prefix.pt": {"state_dict": bare},
-                "bare-no-position-ids.pt": no_position_ids}
+    # Between them the two files cover: no wrapper, no prefix, no position_ids.
+    variants = {"prefixed-no-wrapper.pt": wrapped, "wrapper-no-prefix-no-position-ids.pt": {"state_dict": no_position_ids}}
     expected = backbone.encode_text(TEXTS[:4])
     reference_state = read_checkpoint(clap_checkpoint)
     for name, content in variants.items():
@@ -264,16 +264,19 @@ def test_fingerprint_follows_content_and_options(backbone, clap_checkpoint, clap
     assert fingerprint(clap_checkpoint, "HTSAT-base", False, clap_tokenizer_dir) != first
     assert fingerprint(clap_checkpoint, "HTSAT-tiny", True, clap_tokenizer_dir) != first
 
-    # Same bytes elsewhere: same fingerprint. One weight changed: another.
-    copy = tmp_path / "copy.pt"
-    shutil.copyfile(clap_checkpoint, copy)
-    assert fingerprint(copy, tokenizer=clap_tokenizer_dir) == first
-    content = torch.load(copy, map_location="cpu", weights_only=True)
-    content["state_dict"]["module.text_projection.0.bias"][0] += 1e-3
-    torch.save(content, copy)
-    assert file_sha256(copy) != file_sha256(clap_checkpoint)
-    assert fingerprint(copy, tokenizer=clap_tokenizer_dir) != first
-    copy.unlink()
+    # Same bytes under another path: same fingerprint. One weight changed: another.
+    link = tmp_path / "link.pt"
+    link.hardlink_to(clap_checkpoint)
+    assert fingerprint(link, tokenizer=clap_tokenizer_dir) == first
+    content = torch.load(clap_checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    key = "module.text_projection.0.bias"
+    content["state_dict"][key] = content["state_dict"][key].clone()
+    content["state_dict"][key][0] += 1e-3
+    changed = tmp_path / "changed.pt"
+    torch.save(content, changed)
+    assert file_sha256(changed) != file_sha256(clap_checkpoint)
+    assert fingerprint(changed, tokenizer=clap_tokenizer_dir) != first
+    changed.unlink()
 
     tokenizer_copy = tmp_path / "tokenizer"
     shutil.copytree(clap_tokenizer_dir, tokenizer_copy)
@@ -281,3 +284,36 @@ def test_fingerprint_follows_content_and_options(backbone, clap_checkpoint, clap
     with open(tokenizer_copy / "merges.txt", "a") as f:
         f.write("z z\n")
     assert fingerprint(clap_checkpoint, tokenizer=tokenizer_copy) != first
+
+
+def test_unknown_amodel_is_named(clap_checkpoint, clap_tokenizer_dir):
+    with pytest.raises(BackboneError, match="HTSAT-huge.*HTSAT-tiny"):
+        load_backbone(clap_checkpoint, amodel="HTSAT-huge", tokenizer=clap_tokenizer_dir)
+
+
+# ----------------------------------------------------------------------------- fusion
+
+def test_fusion_backbone_end_to_end(backbone, clap_tokenizer_dir, tmp_path):
+    """A fusion checkpoint through load_backbone: short, 10 s and long clips (runs after the
+    parity class has freed laion-clap's model)."""
+    from trainer.tiny_models import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "fusion.pt", enable_fusion=True, seed=1)
+    with pytest.raises(BackboneError, match="enable_fusion=True"):
+        load_checkpoint_into(backbone.model, checkpoint, "HTSAT-tiny", False)   # checked before loading
+    fused = load_backbone(checkpoint, enable_fusion=True, tokenizer=clap_tokenizer_dir)
+    checkpoint.unlink()
+    assert fused.fingerprint != backbone.fingerprint
+
+    short, full, long = tone(3.0, seed=6), tone(10.0, seed=7), tone(25.0, seed=8)
+    together = fused.encode_audio([short, full, long], sample_rate=SAMPLE_RATE)
+    assert together.shape == (3, 512)
+    assert torch.allclose(together.norm(dim=-1), torch.ones(3), atol=1e-5)
+    # A clip's embedding does not depend on its batch (laion-clap routes all-short batches apart).
+    alone = torch.cat([fused.encode_audio([clip], sample_rate=SAMPLE_RATE) for clip in (short, full, long)])
+    assert (together - alone).abs().max().item() <= 1e-4
+    assert torch.equal(fused.encode_audio([long], sample_rate=SAMPLE_RATE), alone[2:])
+    np.random.seed(0)
+    drawn = fused.encode_audio([long], sample_rate=SAMPLE_RATE, crop="random")
+    assert (drawn - alone[2:]).abs().max().item() > 1e-6            # other chunks, other embedding
+    del fused

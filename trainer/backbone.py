@@ -387,7 +387,7 @@ class ClapBackbone:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model, model_cfg: dict, tokenizer, *, checkpoint: Path, amodel: str,
-                 enable_fusion: bool, tokenizer_dir: Path, device: str):
+                 enable_fusion: bool, tokenizer_dir: Path, device: str, fingerprint: str):
         self.model = model
         self.model_cfg = model_cfg
         self.tokenizer = tokenizer
@@ -396,7 +396,7 @@ class ClapBackbone:
         self.enable_fusion = enable_fusion
         self.tokenizer_dir = tokenizer_dir
         self.device = torch.device(device)
-        self._fingerprint: str | None = None
+        self._fingerprint = fingerprint
 
     def __repr__(self) -> str:
         return (f"ClapBackbone(checkpoint={str(self.checkpoint)!r}, amodel={self.amodel!r}, "
@@ -404,8 +404,7 @@ class ClapBackbone:
 
     @property
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.checkpoint, self.amodel, self.enable_fusion, self.tokenizer_dir)
+        """16 hex chars: checkpoint content + amodel + fusion + tokenizer files, taken at load time."""
         return self._fingerprint
 
     @property
@@ -581,6 +580,8 @@ def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fus
         raise BackboneFileError(_missing_checkpoint_message(path))
     tokenizer_dir = find_tokenizer_dir(tokenizer)
     text_tokenizer = load_tokenizer(tokenizer_dir)
+    # Hashed now, not on first use: it must describe the weights loaded, even if the file changes later.
+    encoder_fingerprint = fingerprint(path, amodel, enable_fusion, tokenizer_dir)
     model, model_cfg = build_clap(amodel, enable_fusion, device)
     load_checkpoint_into(model, path, amodel, enable_fusion)
     model.eval()
@@ -589,4 +590,5 @@ def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fus
         raise BackboneError(f"tokenizer in {tokenizer_dir} has {len(text_tokenizer)} tokens, more than the "
                             f"CLAP text encoder's {model.text_branch.embeddings.word_embeddings.num_embeddings}")
     return ClapBackbone(model, model_cfg, text_tokenizer, checkpoint=path, amodel=amodel,
-                        enable_fusion=enable_fusion, tokenizer_dir=tokenizer_dir, device=device)
+                        enable_fusion=enable_fusion, tokenizer_dir=tokenizer_dir, device=device,
+                        fingerprint=encoder_fingerprint)

@@ -68,7 +68,7 @@ def write_random_checkpoint(path: str | Path, amodel: str = "HTSAT-tiny", enable
 
     {"state_dict": {"module." + key: tensor}}, including text_branch.embeddings.position_ids as
     the released checkpoints do (laion-clap's own `load_ckpt` deletes that key unconditionally).
-    About 630 MB for HTSAT-tiny. The write is atomic.
+    About 630 MB for HTSAT-tiny. The write is atomic; the same arguments give the same bytes.
     """
     from trainer.backbone import ROBERTA_BASE, build_clap
 
@@ -81,7 +81,10 @@ def write_random_checkpoint(path: str | Path, amodel: str = "HTSAT-tiny", enable
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        torch.save({"state_dict": state}, partial)
+        # Through a file object, so the archive's inner folder name is fixed, not taken from the
+        # (per-process) temp name: one seed gives the same bytes, hence the same fingerprint.
+        with open(partial, "wb") as f:
+            torch.save({"state_dict": state}, f)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

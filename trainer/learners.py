@@ -1,0 +1,193 @@
+"""Prompt learners: each maps texts (class names or neighbor texts) to joint-space embeddings.
+
+One interface, `Learner.forward(texts, owners) -> [N, 512]` unit-norm:
+  texts   N strings (a class name, or a neighbor text of some class)
+  owners  [N] long, the index (in the learner's `classes`) of the class each text belongs to,
+          or -1 for a class the learner was not trained on (new classes, other datasets).
+Neighbors go through the same call as their classes, which is what SEPT needs. Learners that
+keep per-class parameters (PALM) read `owners`; the others ignore it.
+
+The CLAP backbone stays frozen and in eval mode (no dropout), so a learner's output depends
+only on its own parameters. Adding a method = one class here + one entry in LEARNERS.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Learner(nn.Module):
+    trainable = True
+
+    def __init__(self, backbone, classes: list[str], cfg):
+        super().__init__()
+        self.backbone = backbone          # plain object: CLAP weights stay out of state_dict
+        self.classes = list(classes)
+
+    def forward(self, texts: list[str], owners: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def regularizer(self, texts: list[str], embeddings: torch.Tensor) -> torch.Tensor:
+        """Extra loss on the class embeddings of a step (KgCoOp); zero by default."""
+        return embeddings.new_zeros(())
+
+    def class_owners(self, texts: list[str]) -> torch.Tensor:
+        """[N] owners of class-name texts: their index in `classes`, -1 if unseen."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor([index.get(t, -1) for t in texts], dtype=torch.long)
+
+
+class _TextMemo:
+    """Frozen per-text embeddings, computed once (the text encoder is frozen and in eval mode)."""
+
+    def __init__(self, encode):
+        self.encode = encode
+        self.memo: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if missing:
+            for t, e in zip(missing, self.encode(missing)):
+                self.memo[t] = e.float()
+        return torch.stack([self.memo[t] for t in texts])
+
+
+class ZeroShot(Learner):
+    """Hand-written templates, no parameters: mean of unit-norm template embeddings, renormalized."""
+
+    trainable = False
+
+    def __init__(self, backbone, classes, cfg):
+        super().__init__(backbone, classes, cfg)
+        from prompts import load_templates
+
+        templates = list(load_templates(cfg.templates).templates)
+        self.templates = templates if cfg.ensemble else templates[:1]
+        self.embed = _TextMemo(self._encode)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        T = len(self.templates)
+        filled = [t.format(x) for x in texts for t in self.templates]
+        emb = self.backbone.encode_text(filled).float().view(len(texts), T, -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)
+
+    def forward(self, texts, owners=None):
+        return self.embed(texts)
+
+
+class CoOp(Learner):
+    """CoOp: n_ctx shared context vectors in RoBERTa's token space, class token at the end.
+
+    Prompt = <s> ctx_1..ctx_n " " text suffix </s>; with ctx initialized from the words of a
+    template ("a sound of a"), it reproduces that template's zero-shot embedding exactly.
+    Padded to the longest prompt of the call, not to 77.
+    """
+
+    def __init__(self, backbone, classes, cfg):
+        super().__init__(backbone, classes, cfg)
+        self.suffix = cfg.class_suffix
+        emb = backbone.token_embedding
+        if cfg.ctx_init:
+            tok = backbone.tokenize([cfg.ctx_init])
+            n = int(tok["attention_mask"].sum())
+            init_ids = tok["input_ids"][0, 1:n - 1]            # drop <s> ... </s>
+            ctx = emb(init_ids).detach().clone().float()
+        else:
+            ctx = torch.empty(cfg.n_ctx, backbone.text_dim)
+            nn.init.normal_(ctx, std=0.02)
+        self.n_ctx = ctx.shape[0]
+        self.ctx = nn.Parameter(ctx.to(backbone.device))
+        bos = backbone.tokenize(["x"])["input_ids"][:, :1]     # <s>
+        self.register_buffer("sos", emb(bos).detach().clone().float(), persistent=False)   # [1, 1, 768]
+        self.pad_id = int(backbone.tokenizer.pad_token_id)
+        self.max_text = backbone.context_length - 1 - self.n_ctx
+        self._tokens: dict[str, list[int]] = {}
+
+    def text_tokens(self, texts: list[str]) -> list[list[int]]:
+        """Token ids after <s> of " <text><suffix>" (ending with </s>), truncated to fit 77 tokens."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        if missing:
+            tok = self.backbone.tokenize([" " + t + self.suffix for t in missing])
+            for t, ids, mask in zip(missing, tok["input_ids"], tok["attention_mask"]):
+                ids = ids[1:int(mask.sum())].tolist()
+                if len(ids) > self.max_text:
+                    ids = ids[:self.max_text - 1] + ids[-1:]
+                self._tokens[t] = ids
+        return [self._tokens[t] for t in texts]
+
+    def prompts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs_embeds [N, L, 768] and attention_mask [N, L], L = longest prompt of the call."""
+        tokens = self.text_tokens(texts)
+        n, width = len(texts), max(len(t) for t in tokens)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, 1 + self.n_ctx + width), dtype=torch.long)
+        for row, t in enumerate(tokens):
+            ids[row, :len(t)] = torch.tensor(t)
+            mask[row, :1 + self.n_ctx + len(t)] = 1
+        device = self.ctx.device
+        with torch.no_grad():
+            words = self.backbone.token_embedding(ids.to(device)).float()
+        ctx = self.ctx.unsqueeze(0).expand(n, -1, -1)
+        return torch.cat([self.sos.expand(n, -1, -1), ctx, words], dim=1), mask.to(device)
+
+    def forward(self, texts, owners=None):
+        inputs, mask = self.prompts(texts)
+        return self.backbone.encode_token_embeddings(inputs, mask)
+
+
+class KgCoOp(CoOp):
+    """KgCoOp: CoOp + weight * mean_i ||z_i - z0_i||^2 toward the frozen template embedding z0."""
+
+    def __init__(self, backbone, classes, cfg):
+        super().__init__(backbone, classes, cfg)
+        self.weight = cfg.kgcoop_weight
+        self.anchor = ZeroShot(backbone, classes, cfg)
+
+    def regularizer(self, texts, embeddings):
+        z0 = self.anchor(texts).to(embeddings.device)
+        return self.weight * (embeddings.float() - z0).pow(2).sum(dim=-1).mean()
+
+
+class Palm(Learner):
+    """PALM: learnable context in the joint feature space, mixed per class with the frozen text feature.
+
+    z = normalize((1 - s_c) * f(text) + s_c * ctx_c), s_c = sigmoid(lambda_c), f(text) the frozen
+    CLAP embedding of the raw text (no template, as PALM). No gradient passes through the text
+    encoder. A neighbor uses its class's context; texts of classes the learner was not trained on
+    (owner -1) get their frozen feature unchanged.
+    """
+
+    def __init__(self, backbone, classes, cfg):
+        super().__init__(backbone, classes, cfg)
+        C, D = len(self.classes), backbone.embed_dim
+        ctx = torch.empty(C, D)
+        nn.init.normal_(ctx, std=0.02)
+        self.ctx = nn.Parameter(ctx.to(backbone.device))
+        self.lambdas = nn.Parameter(torch.rand(C).to(backbone.device))
+        self.feature = _TextMemo(backbone.encode_text)
+
+    def forward(self, texts, owners=None):
+        if owners is None:
+            owners = self.class_owners(texts)
+        owners = owners.to(self.ctx.device)
+        f = self.feature(texts).to(self.ctx.device)                       # [N, D]
+        seen = owners >= 0
+        idx = owners.clamp(min=0)
+        s = torch.sigmoid(self.lambdas)[idx].unsqueeze(1) * seen.unsqueeze(1)   # [N, 1]
+        mixed = (1 - s) * f + s * self.ctx[idx]
+        return F.normalize(mixed, dim=-1)
+
+
+LEARNERS: dict[str, type[Learner]] = {
+    "zeroshot": ZeroShot,
+    "coop": CoOp,
+    "kgcoop": KgCoOp,
+    "palm": Palm,
+}
+
+
+def build_learner(method: str, backbone, classes: list[str], cfg) -> Learner:
+    if method not in LEARNERS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(LEARNERS)}")
+    return LEARNERS[method](backbone, classes, cfg)

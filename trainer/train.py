@@ -1,0 +1,487 @@
+"""The training program: data -> cached audio features -> learner (+ SEPT) -> checkpoints -> metrics.
+
+Read top to bottom: `train` builds everything, `run_epoch` is one pass over the few-shot set
+(audio features come from the cache; the SEPT term is added to the cross-entropy), `evaluate`
+scores a label space. Randomness: few-shot subset, batch order and neighbor subsets derive from
+(seed, epoch) alone, and the backbone stays in eval mode, so a run resumed from its epoch-k
+checkpoint continues exactly as the uninterrupted run.
+
+Run folder <out_dir>/<run_name>/: config.json, checkpoints/epoch_<e>.pt, results.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.audio_cache import AudioCache
+from trainer.config import TrainConfig, config_from_dict
+from trainer.data import AudioDataset, Sample, base_new_split, few_shot, load_dataset, relabel
+from trainer.learners import Learner, build_learner
+from trainer.metrics import classification_metrics, harmonic_mean, summarize
+from trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
+
+BATCH_STREAM = 0x5E97_0001
+# Fields that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {"epochs", "eval_every", "targets", "device", "out_dir", "cache_dir"}
+
+
+class TrainError(RuntimeError):
+    """The run cannot start or continue as configured; the message says why."""
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_name(cfg: TrainConfig, dataset: str) -> str:
+    if cfg.run_name:
+        return cfg.run_name
+    from neighbor_store import dataset_slug
+
+    parts = [dataset_slug(dataset), cfg.method]
+    if cfg.fold is not None:
+        parts.append(f"fold{cfg.fold}")
+    if cfg.neighbors:
+        parts.append("sept")
+    return "-".join(parts + [f"seed{cfg.seed}"])
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- neighbors
+
+def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learner_classes: list[str]
+                   ) -> tuple[NeighborSet, dict[str, Any]]:
+    """Neighbors of `learner_classes` from version `cfg.neighbors`, with margins for this backbone.
+
+    The version's classes must equal the dataset's. Margins are read from the store under the
+    backbone fingerprint, or computed (manual templates `cfg.margin_templates`) and attached.
+    """
+    from neighbor_store import Store
+
+    store = Store(cfg.store)
+    version = store.read(cfg.neighbors)
+    if sorted(version.classes) != sorted(dataset_classes):
+        only_version = [c for c in version.classes if c not in set(dataset_classes)]
+        only_dataset = [c for c in dataset_classes if c not in set(version.classes)]
+        detail = []
+        if only_dataset:
+            detail.append(f"in the dataset but not the version: {', '.join(map(repr, only_dataset))}")
+        if only_version:
+            detail.append(f"in the version but not the dataset: {', '.join(map(repr, only_version))}")
+        raise TrainError(f"neighbor version {version.ref} does not match the dataset's classes; "
+                         + "; ".join(detail))
+    margins = store.read_margins(version.ref, backbone.fingerprint)
+    origin = "store"
+    if margins is None:
+        from pipeline.margins import compute_margins
+        from prompts import load_templates
+
+        templates = load_templates(cfg.margin_templates)
+        values = compute_margins(backbone, version.classes, version.neighbors, templates)
+        store.attach_margins(version.ref, backbone.fingerprint, values, version.neighbor_ids,
+                             meta={"templates": templates.ref, "computed_by": "sept train"})
+        origin = "computed"
+    else:
+        values = margins.values
+    row = {c: i for i, c in enumerate(version.classes)}
+    owner_of = {c: i for i, c in enumerate(learner_classes)}
+    keep = [k for k, r in enumerate(version.neighbors) if r.class_ in owner_of]
+    rows = torch.tensor([row[c] for c in learner_classes], dtype=torch.long)
+    cols = torch.tensor(keep, dtype=torch.long)
+    neighbors = NeighborSet(
+        texts=[version.neighbors[k].text for k in keep],
+        owners=torch.tensor([owner_of[version.neighbors[k].class_] for k in keep], dtype=torch.long),
+        margins=values.float()[rows][:, cols] if keep else torch.zeros(len(learner_classes), 0),
+        ids=[version.neighbors[k].id for k in keep],
+    )
+    info = {"ref": version.ref, "id": version.id, "K": len(keep), "K_version": len(version.neighbors),
+            "margins": origin, "fingerprint": backbone.fingerprint}
+    return neighbors, info
+
+
+# --------------------------------------------------------------------------- one epoch
+
+@dataclass
+class Run:
+    """Everything a training epoch touches."""
+
+    cfg: TrainConfig
+    learner: Learner
+    classes: list[str]                       # the learner's label space (base classes or all)
+    features: torch.Tensor                   # [N, 512] cached audio embeddings of the few-shot set
+    labels: torch.Tensor                     # [N]
+    logit_scale: float
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    neighbors: NeighborSet | None = None
+    sampler: NeighborSampler | None = None
+    sept: SeptLoss | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.labels) / self.cfg.batch_size)
+
+
+def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: torch.Tensor | None):
+    """One step's loss: CE over the learner's classes + learner regularizer + SEPT on `chunk`."""
+    owners = torch.arange(len(run.classes))
+    z = run.learner(run.classes, owners)                                   # [C, D]
+    logits = run.logit_scale * audio.to(z.dtype) @ z.t()                   # [B, C]
+    ce = F.cross_entropy(logits.float(), labels)
+    loss = ce + run.learner.regularizer(run.classes, z)
+    parts = {"ce": ce.item()}
+    if run.neighbors is not None and chunk is not None:
+        texts, n_owners, margins = run.neighbors.take(chunk)
+        p = run.learner(texts, n_owners)                                   # [S, D]
+        sept, terms = run.sept(z, p, n_owners, margins)
+        loss = loss + sept
+        parts.update(terms)
+    parts["loss"] = loss.item()
+    return loss, parts
+
+
+def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              on_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """One pass over the few-shot set in a (seed, epoch)-determined order; returns mean losses.
+
+    audio: batch indices [B] -> audio embeddings [B, D]; default reads the cached features.
+    """
+    cfg, device = run.cfg, run.features.device
+    order = torch.from_numpy(np.random.Generator(np.random.PCG64([BATCH_STREAM, cfg.seed, epoch]))
+                             .permutation(len(run.labels)))
+    steps = run.steps_per_epoch
+    chunks = run.sampler.epoch(epoch, steps) if run.sampler is not None else [None] * steps
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    totals: dict[str, float] = {}
+    for step in range(steps):
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        feats = audio(idx) if audio is not None else run.features[idx]
+        with autocast:
+            loss, parts = class_step_loss(run, feats, run.labels[idx].to(device), chunks[step])
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0.0) + v
+        if on_step is not None:
+            on_step()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    return {k: v / steps for k, v in totals.items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(learner: Learner, features: torch.Tensor, labels: list[int], classes: list[str],
+             logit_scale: float) -> dict[str, Any]:
+    """Metrics of `learner` on audio features [N, D] in the label space `classes`."""
+    z = learner(classes, learner.class_owners(classes)).float()             # [C, D]
+    logits = logit_scale * features.to(z.device).float() @ z.t()
+    return classification_metrics(labels, logits.argmax(1).cpu().numpy(), classes)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(checkpoint_dir(run_dir).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    return found[-1] if found else None
+
+
+def save_checkpoint(run: Run, run_dir: Path, epoch: int) -> Path:
+    path = checkpoint_dir(run_dir) / f"epoch_{epoch}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "epoch": epoch,
+        "config": run.cfg.to_dict(),
+        "learner": run.learner.state_dict(),
+        "optimizer": run.optimizer.state_dict() if run.optimizer else None,
+        "scheduler": run.scheduler.state_dict() if run.scheduler else None,
+        "history": run.history,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diff:
+        raise TrainError(f"cannot resume from {path}: the configuration changed ({'; '.join(diff)})")
+
+
+# --------------------------------------------------------------------------- the program
+
+def _splits(cfg: TrainConfig, ds: AudioDataset) -> tuple[list[str], dict[str, tuple[list[str], list[Sample]]]]:
+    """The learner's classes and the evaluation label spaces {split: (classes, samples)}."""
+    if cfg.base_to_new:
+        base, new = base_new_split(ds.classes, cfg.n_base)
+        return base, {"base": (base, relabel(ds.test, base)), "new": (new, relabel(ds.test, new))}
+    return ds.classes, {"all": (ds.classes, ds.test)}
+
+
+class _Progress:
+    """Rich progress bar, one task per epoch (silent when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        return self.bar.add_task(description, total=total, info="") if self.bar else None
+
+    def advance(self, task, n: int = 1) -> None:
+        if self.bar and task is not None:
+            self.bar.advance(task, n)
+
+    def info(self, task, text: str) -> None:
+        if self.bar and task is not None:
+            self.bar.update(task, info=text)
+
+    def log(self, text: str) -> None:
+        if self.bar:
+            self.bar.console.print(text)
+
+
+def load_run_backbone(cfg: TrainConfig, device: str):
+    from trainer.backbone import load_backbone
+
+    if not cfg.checkpoint:
+        raise TrainError("parameter 'checkpoint' is required: the path of a LAION-CLAP checkpoint")
+    return load_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
+                         tokenizer=cfg.tokenizer, device=device)
+
+
+def _embed(cache: AudioCache, samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:
+    task = progress.task(f"audio {what}", len(samples))
+    feats = cache.embed([s.path for s in samples], progress=lambda n: progress.advance(task, n))
+    if task is not None:
+        progress.bar.update(task, completed=len(samples))
+    return feats
+
+
+def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: int | None = None,
+          show_progress: bool = False) -> dict[str, Any]:
+    """Train (or only evaluate, for zero-shot / epochs=0) one run; returns and writes its results.
+
+    backbone: an already loaded ClapBackbone (else loaded from cfg.checkpoint).
+    resume: continue from the run folder's latest checkpoint.
+    stop_after: stop after this many epochs in total (a deliberate interruption; resume later).
+    """
+    started = time.time()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    # ---- data: every file checked before anything heavy
+    ds = load_dataset(cfg.dataset_root, cfg.fold, cfg.train_csv, cfg.test_csv, cfg.dataset_name)
+    targets = [load_dataset(t) for t in cfg.targets]
+    classes, eval_splits = _splits(cfg, ds)
+    train_samples = relabel(few_shot(ds.train, cfg.shots, cfg.seed), classes)
+    run_dir = Path(cfg.out_dir) / run_name(cfg, ds.name)
+    if resume and latest_checkpoint(run_dir) is None:
+        raise TrainError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
+
+    bb = backbone if backbone is not None else load_run_backbone(cfg, device)
+    logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
+    cache = AudioCache(cfg.cache_dir, bb, cfg.crop)
+
+    with _Progress(show_progress) as progress:
+        # ---- audio: each clip encoded once, then read from the cache
+        features = _embed(cache, train_samples, progress, "train").to(device)
+        labels = torch.tensor([s.label for s in train_samples], dtype=torch.long, device=device)
+
+        # ---- learner (+ SEPT)
+        torch.manual_seed(cfg.seed)
+        learner = build_learner(cfg.method, bb, classes, cfg).to(device)
+        run = Run(cfg, learner, classes, features, labels, logit_scale)
+        neighbor_info = None
+        if cfg.neighbors:
+            run.neighbors, neighbor_info = load_neighbors(cfg, bb, ds.classes, classes)
+            if len(run.neighbors):
+                run.sampler = NeighborSampler(run.neighbors.owners, cfg.neighbor_budget, cfg.seed)
+                run.sept = SeptLoss(cfg.sept_lambda, cfg.sept_intra, cfg.sept_inter, cfg.sept_zero_margins)
+            else:
+                run.neighbors = None
+        trainable = learner.trainable and cfg.epochs > 0
+        if trainable:
+            run.optimizer = torch.optim.SGD(learner.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                            weight_decay=cfg.weight_decay)
+            if cfg.lr_schedule == "cosine":
+                run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=cfg.epochs)
+
+        # ---- resume
+        start_epoch = 0
+        if resume:
+            path = latest_checkpoint(run_dir)
+            state = load_checkpoint(path)
+            _check_resumable(state["config"], cfg, path)
+            learner.load_state_dict(state["learner"])
+            if run.optimizer is not None and state["optimizer"] is not None:
+                run.optimizer.load_state_dict(state["optimizer"])
+            if run.scheduler is not None and state["scheduler"] is not None:
+                run.scheduler.load_state_dict(state["scheduler"])
+            run.history = list(state["history"])
+            torch.set_rng_state(state["rng"]["torch"])
+            np.random.set_state(state["rng"]["numpy"])
+            random.setstate(state["rng"]["python"])
+            start_epoch = state["epoch"]
+            progress.log(f"resumed from {path} (epoch {start_epoch})")
+        _atomic_json(run_dir / "config.json", cfg.to_dict())
+
+        # ---- the loop
+        last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        evals: dict[int, dict[str, float]] = {}
+        for epoch in range(start_epoch, last if trainable else 0):
+            task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", run.steps_per_epoch)
+            t0 = time.perf_counter()
+            losses = run_epoch(run, epoch, on_step=lambda: progress.advance(task))
+            losses["seconds"] = time.perf_counter() - t0
+            run.history.append(losses)
+            progress.info(task, " ".join(f"{k} {v:.4f}" for k, v in losses.items() if k != "seconds"))
+            save_checkpoint(run, run_dir, epoch + 1)
+            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+                evals[epoch + 1] = {split: evaluate(learner, _embed(cache, s, progress, split).to(device),
+                                                    [x.label for x in s], c, logit_scale)["accuracy"]
+                                    for split, (c, s) in eval_splits.items()}
+        if trainable and last < cfg.epochs:
+            return {"stopped_at_epoch": last, "run_dir": str(run_dir), "history": run.history}
+
+        # ---- evaluation
+        metrics: dict[str, Any] = {}
+        for split, (split_classes, samples) in eval_splits.items():
+            feats = _embed(cache, samples, progress, f"test {split}")
+            metrics[split] = evaluate(learner, feats, [s.label for s in samples], split_classes, logit_scale)
+        if cfg.base_to_new:
+            metrics["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+        transfer = {}
+        for target in targets:
+            feats = _embed(cache, target.test, progress, f"test {target.name}")
+            transfer[target.name] = evaluate(learner, feats, [s.label for s in target.test], target.classes,
+                                             logit_scale)
+
+    results = {
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "config": cfg.to_dict(),
+        "dataset": {"name": ds.name, "root": str(ds.root), "fold": ds.fold, "sources": ds.sources,
+                    "classes": ds.classes, "n_train": len(train_samples), "n_test": len(ds.test)},
+        "classes": {split: c for split, (c, _) in eval_splits.items()},
+        "backbone": {"fingerprint": bb.fingerprint, "amodel": bb.amodel, "logit_scale": logit_scale,
+                     "device": device},
+        "neighbors": neighbor_info,
+        "metrics": metrics,
+        "transfer": transfer,
+        "history": run.history,
+        "evals": evals,
+        "cache": {"hits": cache.hits, "misses": cache.misses, "dir": str(cache.dir)},
+        "seconds": time.time() - started,
+    }
+    _atomic_json(run_dir / "results.json", results)
+    return results
+
+
+def train_seeds(cfg: TrainConfig, seeds: list[int], **kwargs) -> dict[str, Any]:
+    """One run per seed, then summary.json (mean ± std of every headline figure) beside the runs."""
+    import dataclasses
+
+    runs = [train(dataclasses.replace(cfg, seed=s), **kwargs) for s in seeds]
+    summary = {"seeds": seeds, "runs": [r["run_dir"] for r in runs], "summary": summarize(runs)}
+    name = Path(runs[0]["run_dir"]).name.rsplit("-seed", 1)[0]
+    _atomic_json(Path(cfg.out_dir) / f"{name}-summary.json", summary)
+    return summary
+
+
+def evaluate_run(run_dir: str | Path, *, targets: list[str] | None = None, backbone=None,
+                 epoch: int | None = None) -> dict[str, Any]:
+    """Re-evaluate a trained run from its checkpoint, on its own test split(s) and on `targets`.
+
+    Writes <run_dir>/eval.json and returns it.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise TrainError(f"{run_dir} is not a run folder (no config.json)")
+    cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.dataset_root, cfg.fold, cfg.train_csv, cfg.test_csv, cfg.dataset_name)
+    target_sets = [load_dataset(t) for t in (targets or [])]
+    classes, eval_splits = _splits(cfg, ds)
+    bb = backbone if backbone is not None else load_run_backbone(cfg, device)
+    logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
+    torch.manual_seed(cfg.seed)
+    learner = build_learner(cfg.method, bb, classes, cfg).to(device)
+    used = None
+    if learner.trainable and cfg.epochs > 0:
+        path = (checkpoint_dir(run_dir) / f"epoch_{epoch}.pt") if epoch else latest_checkpoint(run_dir)
+        if path is None or not path.is_file():
+            raise TrainError(f"no checkpoint {'for epoch ' + str(epoch) if epoch else ''} in {checkpoint_dir(run_dir)}")
+        learner.load_state_dict(load_checkpoint(path)["learner"])
+        used = str(path)
+    cache = AudioCache(cfg.cache_dir, bb, cfg.crop)
+    metrics: dict[str, Any] = {}
+    for split, (split_classes, samples) in eval_splits.items():
+        feats = cache.embed([s.path for s in samples])
+        metrics[split] = evaluate(learner, feats, [s.label for s in samples], split_classes, logit_scale)
+    if cfg.base_to_new:
+        metrics["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+    transfer = {t.name: evaluate(learner, cache.embed([s.path for s in t.test]), [s.label for s in t.test],
+                                 t.classes, logit_scale) for t in target_sets}
+    out = {"run_dir": str(run_dir), "checkpoint": used, "metrics": metrics, "transfer": transfer,
+           "cache": {"hits": cache.hits, "misses": cache.misses}}
+    _atomic_json(run_dir / "eval.json", out)
+    return out

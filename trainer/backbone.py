@@ -114,8 +114,8 @@ def import_laion_clap():
     """Import laion_clap without hub access (its first import fetches tokenizers otherwise)."""
     if "laion_clap" in sys.modules:
         return sys.modules["laion_clap"]
-    # Only effective if huggingface_hub is not imported yet; the loaders are redirected anyway.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Every hub loader the import calls is redirected, so HF_HUB_OFFLINE is not needed (and not
+    # set: it would change how other libraries of the process resolve model names).
     with offline_hub(None):
         import laion_clap
     return laion_clap
@@ -250,11 +250,13 @@ def load_checkpoint_into(model: torch.nn.Module, checkpoint: str | Path, amodel:
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong_shape:
-        fusion_keys = lambda keys: [k for k in keys if "fusion_model" in k or "mel_conv" in k]  # noqa: E731
+        def fusion(keys):
+            return any("fusion_model" in k or "mel_conv" in k for k in keys)
+
         hint = ""
-        if fusion_keys(unexpected) and not enable_fusion:
+        if fusion(unexpected) and not enable_fusion:
             hint = " The checkpoint holds fusion weights: load it with enable_fusion=True."
-        elif fusion_keys(missing) and enable_fusion:
+        elif fusion(missing) and enable_fusion:
             hint = " The checkpoint has no fusion weights: load it with enable_fusion=False."
         elif wrong_shape or any(k.startswith("audio_branch.") for k in missing + unexpected):
             hint = " The audio tower differs: check amodel (HTSAT-tiny for the 630k checkpoints, HTSAT-base for the music ones)."
@@ -360,8 +362,8 @@ def mel_spectrogram(wave: torch.Tensor, audio_cfg: dict) -> torch.Tensor:
                       pad_mode="reflect", normalized=False, onesided=True, return_complex=True).abs().pow(2)
     n_freqs, n_mels = n_fft // 2 + 1, audio_cfg["mel_bins"]
     all_freqs = torch.linspace(0, audio_cfg["sample_rate"] // 2, n_freqs)
-    to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    m_pts = torch.linspace(to_mel(audio_cfg["fmin"]), to_mel(audio_cfg["fmax"]), n_mels + 2)
+    m_min, m_max = (2595.0 * np.log10(1.0 + f / 700.0) for f in (audio_cfg["fmin"], audio_cfg["fmax"]))
+    m_pts = torch.linspace(m_min, m_max, n_mels + 2)                            # htk mel scale
     f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)

@@ -1,6 +1,113 @@
-"""Command-line verbs of this part; see `register`."""
+"""`sept train` and `sept eval`: prompt tuning of CLAP from the command line.
+
+    sept train --config run.yaml dataset_root=data/ESC50 method=palm epochs=10
+    sept train --dataset-root data/ESC50 --checkpoint clap.pt --neighbors esc50@latest --seeds 0,1,2
+    sept eval runs/esc50-coop-seed0 --target data/UrbanSound8K
+
+Every `key=value` argument overrides the config field of that name (see trainer/config.py);
+the flags are shortcuts for the common ones. Heavy imports happen inside the commands.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from neighbor_store import StoreError
+    from trainer.backbone import BackboneError
+    from trainer.config import ConfigError
+    from trainer.data import DataError
+    from trainer.train import TrainError
+
+    return (ConfigError, DataError, TrainError, StoreError, BackboneError, FileNotFoundError)
+
+
+def _print_results(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {results.get('run') or results.get('run_dir')}")
+    table.add_column("split")
+    table.add_column("accuracy", justify="right")
+    table.add_column("macro-F1", justify="right")
+    for split, m in results["metrics"].items():
+        if isinstance(m, dict):
+            table.add_row(split, f"{100 * m['accuracy']:.2f}", f"{100 * m['macro_f1']:.2f}")
+        else:
+            table.add_row(split, f"{100 * m:.2f}", "")
+    for target, m in results.get("transfer", {}).items():
+        table.add_row(f"-> {target}", f"{100 * m['accuracy']:.2f}", f"{100 * m['macro_f1']:.2f}")
+    Console().print(table)
+
+
+def train(
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value config overrides (any field of the config)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+    dataset_root: Optional[str] = typer.Option(None, "--dataset-root", help="Dataset folder in PALM layout (train.csv, test.csv)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="LAION-CLAP checkpoint file."),
+    method: Optional[str] = typer.Option(None, "--method", help="zeroshot | coop | kgcoop | palm"),
+    neighbors: Optional[str] = typer.Option(None, "--neighbors", help="Neighbor version DATASET@REF: adds the SEPT term."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Use csv_files/train_<k>.csv and test_<k>.csv."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one run each plus a mean ± std summary."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its latest checkpoint."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this many epochs (resume later)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a prompt learner (optionally with SEPT) and evaluate it; writes results JSON per run."""
+    from trainer.config import make_config
+
+    given = {k: v for k, v in dict(dataset_root=dataset_root, checkpoint=checkpoint, method=method,
+                                   neighbors=neighbors, fold=fold).items() if v is not None}
+    flags = [f"{k}={v}" for k, v in given.items()]
+    try:
+        cfg = make_config(config, list(overrides or []) + flags)
+        from trainer.train import train as train_run, train_seeds
+        from trainer.metrics import format_summary
+
+        if seeds:
+            try:
+                seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+            except ValueError:
+                _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+            summary = train_seeds(cfg, seed_list, resume=resume, show_progress=not quiet)
+            for line in format_summary(summary["summary"]):
+                typer.echo(line)
+            return
+        results = train_run(cfg, resume=resume, stop_after=stop_after, show_progress=not quiet)
+    except _known_errors() as e:
+        _fail(str(e))
+    if "stopped_at_epoch" in results:
+        typer.echo(f"stopped after epoch {results['stopped_at_epoch']}; continue with --resume ({results['run_dir']})")
+        return
+    _print_results(results)
+    typer.echo(f"results: {Path(results['run_dir']) / 'results.json'}")
+
+
+def eval_(
+    run_dir: Path = typer.Argument(..., help="Run folder written by sept train."),
+    target: Optional[List[str]] = typer.Option(None, "--target", help="Dataset folder to evaluate on (cross-dataset); repeatable."),
+    epoch: Optional[int] = typer.Option(None, "--epoch", help="Checkpoint epoch (default: the latest)."),
+) -> None:
+    """Evaluate a trained run on its test split(s) and on other datasets; writes <run>/eval.json."""
+    try:
+        from trainer.train import evaluate_run
+
+        results = evaluate_run(run_dir, targets=list(target or []), epoch=epoch)
+    except _known_errors() as e:
+        _fail(str(e))
+    _print_results(results)
+    typer.echo(f"results: {Path(run_dir) / 'eval.json'}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this part's verbs to the `sept` app."""
+    """Add `sept train` and `sept eval` to the `sept` app."""
+    app.command("train", context_settings={"allow_extra_args": False})(train)
+    app.command("eval")(eval_)

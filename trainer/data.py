@@ -91,9 +91,13 @@ def check_audio_files(paths: list[Path], shown: int = 5) -> None:
                 bad.append(f"{path} (no audio frames)")
         except Exception:
             try:
+                import warnings
+
                 import librosa
 
-                wave, _ = librosa.load(str(path), sr=None, mono=True, duration=0.1)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")     # librosa warns before its audioread fallback
+                    wave, _ = librosa.load(str(path), sr=None, mono=True, duration=0.1)
                 if wave.size == 0:
                     bad.append(f"{path} (no audio frames)")
             except Exception as e:  # noqa: BLE001 - every decoder failure means "unreadable"

@@ -202,11 +202,16 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
 # --------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
+def predict_logits(learner: Learner, features: torch.Tensor, classes: list[str], logit_scale: float) -> torch.Tensor:
+    """Audio features [N, D] -> logits [N, C] = scale * a @ z^T over the label space `classes`."""
+    z = learner(classes, learner.class_owners(classes)).float()             # [C, D]
+    return logit_scale * features.to(z.device).float() @ z.t()
+
+
 def evaluate(learner: Learner, features: torch.Tensor, labels: list[int], classes: list[str],
              logit_scale: float) -> dict[str, Any]:
     """Metrics of `learner` on audio features [N, D] in the label space `classes`."""
-    z = learner(classes, learner.class_owners(classes)).float()             # [C, D]
-    logits = logit_scale * features.to(z.device).float() @ z.t()
+    logits = predict_logits(learner, features, classes, logit_scale)
     return classification_metrics(labels, logits.argmax(1).cpu().numpy(), classes)
 
 
@@ -298,13 +303,36 @@ class _Progress:
             self.bar.console.print(text)
 
 
+# Loaded backbones of this process: seeds, sweeps and evaluations share one frozen CLAP.
+_BACKBONES: dict[tuple, Any] = {}
+
+
+def _backbone_key(checkpoint, amodel: str, enable_fusion: bool, tokenizer_dir, device: str) -> tuple:
+    path = Path(checkpoint).expanduser().resolve()
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns, amodel, bool(enable_fusion),
+            str(Path(tokenizer_dir).resolve()), str(torch.device(device)))
+
+
+def remember_backbone(backbone) -> None:
+    """Make `backbone` the one `load_run_backbone` returns for its checkpoint/options/device."""
+    _BACKBONES[_backbone_key(backbone.checkpoint, backbone.amodel, backbone.enable_fusion,
+                             backbone.tokenizer_dir, str(backbone.device))] = backbone
+
+
 def load_run_backbone(cfg: TrainConfig, device: str):
-    from trainer.backbone import load_backbone
+    """The run's frozen CLAP, loaded once per process for a given checkpoint/options/device."""
+    from trainer.backbone import find_tokenizer_dir, load_backbone
 
     if not cfg.checkpoint:
         raise TrainError("parameter 'checkpoint' is required: the path of a LAION-CLAP checkpoint")
-    return load_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
-                         tokenizer=cfg.tokenizer, device=device)
+    if not Path(cfg.checkpoint).expanduser().is_file():
+        raise TrainError(f"CLAP checkpoint not found: {cfg.checkpoint}")
+    key = _backbone_key(cfg.checkpoint, cfg.amodel, cfg.enable_fusion, find_tokenizer_dir(cfg.tokenizer), device)
+    if key not in _BACKBONES:
+        _BACKBONES[key] = load_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
+                                        tokenizer=cfg.tokenizer, device=device)
+    return _BACKBONES[key]
 
 
 def _embed(cache: AudioCache, samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:

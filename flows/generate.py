@@ -89,10 +89,11 @@ def _log_summary(logger, ref: str, summary: dict) -> None:
 
 @flow(name="generate-neighbors-stages", persist_result=False)
 def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retries: int,
-            retry_delay_seconds: float) -> str:
+            retry_delay_seconds: float) -> tuple[str, dict]:
+    """The stages under the chosen task runner (a flow's runner is fixed when it starts,
+    hence a subflow). Returns (reference, summary)."""
     from pipeline.run import PipelineResult
 
-    logger = get_run_logger()
     delays = [retry_delay_seconds * (4 ** i) for i in range(max(task_retries, 1))]
     gen = generate_class_task.with_options(retries=task_retries, retry_delay_seconds=delays)
     # loads the CLAP backbone while the LLM works: a bad checkpoint fails the run early
@@ -132,8 +133,7 @@ def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retri
     result = PipelineResult(classes=classes, neighbors=neighbors, rejected=rejected, params=params,
                             margins=margins, stats=summary)
     ref = write_version_task.submit(result, run).result()
-    _log_summary(logger, ref, summary)
-    return ref
+    return ref, summary
 
 
 @flow(name="generate-neighbors", persist_result=False, validate_parameters=True)
@@ -209,7 +209,10 @@ def generate_neighbors(
     if cfg.message:
         logger.info(cfg.message)
     run = cfg.model_dump(mode="json")
-    return _stages.with_options(task_runner=runner)(run, class_list, prompt_ref, task_retries, retry_delay_seconds)
+    ref, summary = _stages.with_options(task_runner=runner)(run, class_list, prompt_ref, task_retries,
+                                                            retry_delay_seconds)
+    _log_summary(logger, ref, summary)
+    return ref
 
 
 @flow(name="compute-margins", persist_result=False)

@@ -58,7 +58,7 @@ class StackConfig:
     # serve this model folder with a local vLLM server (None: no local server)
     vllm_model: Path | None = None
     vllm_port: int = 8000
-    vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    vllm_python: Path | None = None  # None: $SEPT_VLLM_PYTHON or <repo>/.venv-vllm
     # or use an OpenAI-compatible server already running elsewhere
     vllm_base_url: str | None = None
     vllm_served_model: str | None = None
@@ -78,7 +78,8 @@ class StackConfig:
             value = getattr(self, name)
             if value is not None and str(value) != "":
                 setattr(self, name, Path(value).expanduser().resolve())
-        self.vllm_python = Path(self.vllm_python).expanduser()
+        if self.vllm_python is not None:
+            self.vllm_python = Path(self.vllm_python).expanduser()
         if self.vllm_model is not None and self.vllm_base_url:
             raise StackError("give either a model folder to serve (vllm_model) or an existing server (vllm_base_url), not both")
 
@@ -96,8 +97,7 @@ class StackConfig:
     def llm_model_name(self) -> str:
         if self.vllm_served_model:
             return self.vllm_served_model
-        # vLLM names a served model after the path it was given
-        return str(self.vllm_model) if self.vllm_model is not None else ""
+        return self.vllm_model.name if self.vllm_model is not None else ""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -316,28 +316,21 @@ class Stack:
         part = parts.get("vllm")
         if part and _alive(part) and self._vllm_ok():
             return
-        if not cfg.vllm_python.exists():
-            raise StackError(f"{cfg.vllm_python}: no vLLM environment; run `make setup-vllm` (or pass --vllm-python)")
         if not (cfg.vllm_model / "config.json").is_file():
             raise StackError(f"{cfg.vllm_model}: not a model folder (no config.json)")
+        from pipeline.llm.vllm_server import default_vllm_python, vllm_server_command
+
+        python = Path(cfg.vllm_python or default_vllm_python())
+        if not python.exists():
+            raise StackError(f"{python}: no vLLM environment; run `make setup-vllm` (or set SEPT_VLLM_PYTHON)")
         if _port_in_use(cfg.host, cfg.vllm_port):
             raise StackError(f"port {cfg.host}:{cfg.vllm_port} is taken by another process; choose another --vllm-port")
-        scratch = self.root / "vllm-scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        env = dict(self.env())
-        env.update({
-            "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_NO_USAGE_STATS": "1",
-            "HF_HUB_OFFLINE": "1", "TMPDIR": str(scratch), "VLLM_CACHE_ROOT": str(scratch / "cache"),
-            "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
-        })
-        env.pop("PYTHONPATH", None)  # the vLLM venv has its own torch; keep the repo's packages out
-        cmd = [str(cfg.vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(cfg.vllm_model),
-               "--host", cfg.host, "--port", str(cfg.vllm_port), "--dtype", "float32", "--max-model-len", "1024",
-               "--enforce-eager", "--distributed-executor-backend", "uni"]
-        if cfg.vllm_served_model:
-            cmd += ["--served-model-name", cfg.vllm_served_model]
+        cmd, vllm_env = vllm_server_command(cfg.vllm_model, host=cfg.host, port=cfg.vllm_port,
+                                            python=str(python), served_model_name=cfg.llm_model_name,
+                                            scratch_dir=self.root / "vllm-scratch")
+        env = {k: v for k, v in vllm_env.items() if not k.startswith(("PREFECT_", "SEPT_"))}
         self.log(f"starting vLLM server on {cfg.llm_base_url} (log: {self.root / 'logs' / 'vllm.log'})")
-        part = self._start("vllm", cmd, env)
+        part = self._start("vllm", cmd, env, cwd=self.root)
         self._wait("vLLM server", self._vllm_ok, part, timeout=max(cfg.timeout, 300))
 
     def _provision(self) -> None:

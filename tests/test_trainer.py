@@ -1,0 +1,195 @@
+"""Trainer with the session's random-weight CLAP on a synthesized PALM-layout dataset.
+
+Small on purpose (4 classes, 2 shots, 1-2 epochs, n_ctx 4): the text encoder dominates the cost.
+"""
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neighbor_store import NeighborRecord, Store
+from trainer.audio_cache import AudioCache
+from trainer.config import make_config
+from trainer.data import few_shot, load_dataset, relabel
+from trainer.learners import CoOp, KgCoOp, Palm, ZeroShot, build_learner
+from trainer.train import (TrainError, evaluate_run, load_checkpoint, predict_logits, remember_backbone,
+                           train)
+
+NEIGHBORS = {
+    "Cough": ["dry cough", "person coughing"],
+    "cafe/restaurant": ["busy diner chatter", "coffee shop ambience"],
+    "dog": ["barking dog", "puppy yelp"],
+    "siren": ["ambulance siren", "police siren wailing"],
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("audio-cache")
+
+
+@pytest.fixture(scope="module")
+def neighbor_ref(tmp_path_factory):
+    store_root = tmp_path_factory.mktemp("store")
+    records = [NeighborRecord(**{"class": c, "text": t}) for c, texts in NEIGHBORS.items() for t in texts]
+    ref = Store(store_root).write_version("Synth", list(NEIGHBORS), records, params={"backend": "human"})
+    return store_root, ref
+
+
+def _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, **over):
+    values = dict(dataset_root=str(palm_dataset), checkpoint=str(clap_checkpoint), cache_dir=str(cache_dir),
+                  out_dir=str(tmp_path / "runs"), shots=2, epochs=2, batch_size=4, n_ctx=4, method="coop",
+                  device="cpu")
+    values.update(over)
+    return make_config(overrides=values)
+
+
+def test_zero_shot_logits_equal_hand_computation(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir):
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, method="zeroshot")
+    ds = load_dataset(palm_dataset)
+    samples = ds.test[:4]
+    learner = ZeroShot(backbone, ds.classes, cfg)
+    features = AudioCache(cache_dir, backbone).embed([s.path for s in samples])
+    logits = predict_logits(learner, features, ds.classes, backbone.logit_scale)
+    # by hand: mean of unit template embeddings, renormalized; audio straight from the backbone
+    from prompts import load_templates
+
+    templates = load_templates("default").templates
+    text = torch.stack([F.normalize(backbone.encode_text([t.format(c) for t in templates]).mean(0), dim=-1)
+                        for c in ds.classes])
+    audio = backbone.encode_audio([s.path for s in samples], crop="deterministic")
+    expected = backbone.logit_scale * audio @ text.t()
+    assert logits.shape == (4, 4)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
+    single = ZeroShot(backbone, ds.classes, dataclasses.replace(cfg, ensemble=False))
+    torch.testing.assert_close(single(["dog"]), backbone.encode_text([templates[0].format("dog")]), atol=1e-6, rtol=0)
+
+
+def test_coop_word_init_reproduces_zero_shot_with_that_template(backbone, palm_dataset, clap_checkpoint, tmp_path,
+                                                                cache_dir):
+    classes = ["Cough", "cafe/restaurant", "city_center", "dog"]
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, templates="single", ensemble=False,
+               ctx_init="this is a sound of")          # the "single" set: "this is a sound of {}."
+    coop = CoOp(backbone, classes, cfg)
+    assert coop.n_ctx == 5
+    with torch.no_grad():
+        torch.testing.assert_close(coop(classes), ZeroShot(backbone, classes, cfg)(classes), atol=2e-5, rtol=0)
+        # KgCoOp starts on its anchor: zero penalty, positive once the context moves
+        kg = KgCoOp(backbone, classes, cfg)
+        assert kg.regularizer(classes, kg(classes)).item() == pytest.approx(0.0, abs=1e-8)
+        kg.ctx.add_(0.5 * torch.randn_like(kg.ctx))
+        assert kg.regularizer(classes, kg(classes)).item() > 1e-4
+
+
+def test_palm_learner_per_class_context(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir):
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, method="palm")
+    palm = build_learner("palm", backbone, ["dog", "siren"], cfg)
+    assert isinstance(palm, Palm) and sorted(n for n, _ in palm.named_parameters()) == ["ctx", "lambdas"]
+    with torch.no_grad():
+        palm.ctx.copy_(torch.randn_like(palm.ctx))
+        f = backbone.encode_text(["barking dog", "rain"])
+        out = palm(["barking dog", "barking dog", "rain"], torch.tensor([0, 1, -1]))
+        s = torch.sigmoid(palm.lambdas)
+        torch.testing.assert_close(out[0], F.normalize((1 - s[0]) * f[0] + s[0] * palm.ctx[0], dim=-1))
+        torch.testing.assert_close(out[1], F.normalize((1 - s[1]) * f[0] + s[1] * palm.ctx[1], dim=-1))
+        torch.testing.assert_close(out[2], f[1])        # unseen class: frozen feature, no context
+
+
+def _train_ce(learner, features, labels, classes, scale):
+    return F.cross_entropy(predict_logits(learner, features, classes, scale), labels).item()
+
+
+def test_training_lowers_loss_and_cache_hits_on_second_run(backbone, palm_dataset, clap_checkpoint, tmp_path):
+    cache = tmp_path / "fresh-cache"
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache, epochs=3, lr=0.5, run_name="lower")
+    first = train(cfg, backbone=backbone)
+    assert first["cache"] == {"hits": 0, "misses": 16, "dir": first["cache"]["dir"]}    # 8 train + 8 test clips
+    # full few-shot set CE: initial learner (same seed) vs the trained one
+    ds = load_dataset(palm_dataset)
+    samples = relabel(few_shot(ds.train, 2, cfg.seed), ds.classes)
+    features = AudioCache(cache, backbone).embed([s.path for s in samples])
+    labels = torch.tensor([s.label for s in samples])
+    torch.manual_seed(cfg.seed)
+    initial = build_learner("coop", backbone, ds.classes, cfg)
+    trained = build_learner("coop", backbone, ds.classes, cfg)
+    trained.load_state_dict(load_checkpoint(tmp_path / "runs/lower/checkpoints/epoch_3.pt")["learner"])
+    before = _train_ce(initial, features, labels, ds.classes, backbone.logit_scale)
+    after = _train_ce(trained, features, labels, ds.classes, backbone.logit_scale)
+    assert after < before - 1e-3
+    results = json.loads((tmp_path / "runs/lower/results.json").read_text())
+    assert set(results["metrics"]) == {"all"} and 0 <= results["metrics"]["all"]["accuracy"] <= 1
+    assert len(results["history"]) == 3
+    second = train(dataclasses.replace(cfg, epochs=1, run_name="again"), backbone=backbone)
+    assert (second["cache"]["hits"], second["cache"]["misses"]) == (16, 0)
+
+
+def test_resume_equals_uninterrupted_with_sept_and_store_margins(backbone, palm_dataset, clap_checkpoint, tmp_path,
+                                                                 cache_dir, neighbor_ref):
+    store_root, ref = neighbor_ref
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, base_to_new=True, batch_size=4,
+               neighbors=ref, store=str(store_root), neighbor_budget=2, sept_lambda=2.0, run_name="full")
+    full = train(cfg, backbone=backbone)
+    assert full["neighbors"]["margins"] in ("computed", "store") and full["neighbors"]["K"] == 4   # base classes only
+    assert Store(store_root).read_margins(ref, backbone.fingerprint) is not None
+    assert {"ce", "intra", "inter"} <= set(full["history"][0])
+    assert set(full["metrics"]) == {"base", "new", "H"}
+    assert full["classes"] == {"base": ["Cough", "cafe/restaurant"], "new": ["dog", "siren"]}
+
+    part = dataclasses.replace(cfg, run_name="parted")
+    stopped = train(part, backbone=backbone, stop_after=1)
+    assert stopped["stopped_at_epoch"] == 1
+    resumed = train(part, backbone=backbone, resume=True)
+    assert resumed["neighbors"]["margins"] == "store"        # attached by the first run
+    a = load_checkpoint(tmp_path / "runs/full/checkpoints/epoch_2.pt")
+    b = load_checkpoint(tmp_path / "runs/parted/checkpoints/epoch_2.pt")
+    assert all(torch.equal(a["learner"][k], b["learner"][k]) for k in a["learner"])
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(full["history"]) == strip(resumed["history"])
+    assert full["metrics"] == resumed["metrics"]
+    with pytest.raises(TrainError, match="configuration changed.*lr"):
+        train(dataclasses.replace(part, lr=0.1), backbone=backbone, resume=True)
+
+
+def test_neighbor_version_must_match_dataset_classes(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir):
+    store = Store(tmp_path / "store")
+    records = [NeighborRecord(**{"class": "dog", "text": "barking dog"})]
+    ref = store.write_version("Synth", ["Cough", "dog", "wolf"], records)
+    cfg = _cfg(palm_dataset, clap_checkpoint, tmp_path, cache_dir, neighbors=ref, store=str(tmp_path / "store"))
+    with pytest.raises(TrainError) as e:
+        train(cfg, backbone=backbone)
+    msg = str(e.value)
+    assert "'cafe/restaurant', 'siren'" in msg and "in the version but not the dataset: 'wolf'" in msg
+
+
+def test_cli_train_and_eval_with_transfer(backbone, palm_dataset, palm_dataset_other, clap_checkpoint,
+                                          clap_tokenizer_dir, tmp_path, cache_dir):
+    from typer.testing import CliRunner
+
+    from sept.cli import app
+
+    remember_backbone(backbone)         # the CLI resolves the same checkpoint to this loaded model
+    runner = CliRunner()
+    args = ["train", "--quiet", "--dataset-root", str(palm_dataset), "--checkpoint", str(clap_checkpoint),
+            "--method", "palm", f"tokenizer={clap_tokenizer_dir}", f"cache_dir={cache_dir}",
+            f"out_dir={tmp_path / 'runs'}", "shots=2", "epochs=2", "batch_size=4", "device=cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "synth-palm-seed0"
+    assert (run_dir / "results.json").is_file() and "results:" in result.output
+    result = runner.invoke(app, ["eval", str(run_dir), "--target", str(palm_dataset_other)])
+    assert result.exit_code == 0, result.output
+    out = json.loads((run_dir / "eval.json").read_text())
+    assert out["checkpoint"].endswith("epoch_2.pt")
+    assert out["transfer"]["Other"]["per_class"].keys() == {"dog", "rain", "siren"}
+    trained = json.loads((run_dir / "results.json").read_text())
+    assert out["metrics"]["all"]["accuracy"] == trained["metrics"]["all"]["accuracy"]
+    # seeds summary
+    result = runner.invoke(app, args + ["--seeds", "0,1", "epochs=1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "synth-palm-summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["summary"]["all/accuracy"]["n"] == 2
+    # bad input: one clear line, exit 1
+    result = runner.invoke(app, args + ["n_ctx=0"])
+    assert result.exit_code == 1 and "n_ctx" in result.output

@@ -217,7 +217,12 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
     valid reply within `settings.max_attempts`, or the backend refuses the request for good."""
     if class_name not in classes:
         raise ValueError(f"class {class_name!r} is not in the class list of dataset {settings.dataset!r}")
-    limiter = limiter or _Limiter(settings.concurrency)
+    if limiter is None:  # a run of its own (e.g. one flow task per class): clean up after it
+        try:
+            return await generate_class(backend, class_name, classes, prompt, settings, cache,
+                                        limiter=_Limiter(settings.concurrency))
+        finally:
+            await backend.aclose()
     result = ClassResult(class_name=class_name)
     user = prompt.render(dataset=settings.dataset, class_name=class_name, classes=list(classes),
                          n=settings.n_per_class, n_ask=settings.n_ask)
@@ -271,7 +276,8 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
         pending = [s for s in range(settings.samples) if s not in replies]
         if not pending:
             break
-        if backend.supports_n:
+        # Greedy decoding gives one answer however many are asked (vLLM refuses n > 1 then).
+        if backend.supports_n and settings.temperature > 0:
             request = ChatRequest(prompt.system, user, settings.temperature, settings.max_tokens,
                                   n=len(pending), seed=_seed(settings.seed, pending[0], attempt - 1))
             samples = await _send(backend, request, settings, limiter, result, f"attempt {attempt}")
@@ -331,7 +337,10 @@ async def generate_all(backend: LLMBackend, classes: list[str], prompt: Prompt, 
                 await done
         return result
 
-    outcomes = await asyncio.gather(*(run(c) for c in classes), return_exceptions=True)
+    try:
+        outcomes = await asyncio.gather(*(run(c) for c in classes), return_exceptions=True)
+    finally:
+        await backend.aclose()
     failed: dict[str, str] = {}
     first: GenerationError | None = None
     for c, outcome in zip(classes, outcomes):

@@ -9,8 +9,9 @@ per class (found in the user message with `class_pattern`) or globally, one acti
     server.script("dog", [{"status": 429, "retry_after": 1}, "ok"])
 
 Actions: "ok", "fenced", "truncated", "garbage" (non-JSON HTTP body), "not_json" (a chat reply
-whose content is prose), "wrong_shape", "empty_list", "refusal", "no_tool" (Anthropic: text
-instead of a tool call), {"status": <code>, "retry_after": <s>}, {"delay": <s>} (then "ok").
+whose content is prose), "wrong_shape", "empty_list", "refusal", "bad_items" (a valid reply with
+unusable items), "no_tool" (Anthropic: text instead of a tool call), {"status": <code>,
+"retry_after": <s>, "echo_key": bool}, {"delay": <s>} (then "ok").
 When a class's script is used up, `default` applies. `latency` delays every reply.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FaultServer:
         self._serial = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._in_flight = 0
+        self._last_credential = None
         self.max_in_flight = 0
 
     # -- scripting -------------------------------------------------------------------------
@@ -94,6 +96,14 @@ class FaultServer:
             def do_POST(self):
                 server._handle(self)
 
+            def do_GET(self):  # /stats: counters for a client in another process
+                payload = json.dumps({"count": server.count, "max_in_flight": server.max_in_flight}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
@@ -139,6 +149,7 @@ class FaultServer:
             self.requests.append({"path": h.path, "class": class_name, "body": body, "time": time.monotonic(),
                                   "action": action, "authorization": h.headers.get("authorization"),
                                   "x-api-key": h.headers.get("x-api-key")})
+            self._last_credential = h.headers.get("authorization") or h.headers.get("x-api-key")
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -166,7 +177,11 @@ class FaultServer:
             headers = dict(js)
             if action.get("retry_after") is not None:
                 headers["retry-after"] = str(action["retry_after"])
-            err = {"error": {"message": f"stand-in error {action['status']}", "type": "stand_in"}}
+            message = f"stand-in error {action['status']}"
+            if action.get("echo_key"):
+                # like a careless proxy: the error body repeats the credential it was sent
+                message += f" for credential {self._last_credential}"
+            err = {"error": {"message": message, "type": "stand_in"}}
             if anthropic:
                 err = {"type": "error", "error": {"type": "rate_limit_error" if action["status"] == 429
                                                   else "api_error", "message": f"stand-in error {action['status']}"}}
@@ -193,6 +208,10 @@ class FaultServer:
                 text = json.dumps({"neighbors": []})
             elif action == "refusal":
                 text, refusal = None, "I cannot help with that."
+            elif action == "bad_items":
+                text = json.dumps({"neighbors": [{"text": "  ", "kind": "synonym"}, {"text": class_name, "kind": "other"},
+                                                 {"text": "x" * 300, "kind": "other"},
+                                                 {"text": f"good {class_name} neighbor", "kind": "Acoustic"}]})
             contents.append((reply, text, finish, refusal))
 
         if anthropic:
@@ -223,3 +242,26 @@ class FaultServer:
                       "model": body.get("model", "stand-in"), "choices": choices,
                       "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
         return 200, js, json.dumps(completion).encode()
+
+
+def main() -> None:
+    """Run the stand-in in its own process (benchmarks: keeps it off the client's GIL); prints
+    its base URL, serves until killed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="stand-in OpenAI-compatible server for fault injection and benchmarks")
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--items", type=int, default=4)
+    args = ap.parse_args()
+    server = FaultServer(latency=args.latency, items=args.items).start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

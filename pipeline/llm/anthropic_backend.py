@@ -119,9 +119,12 @@ class AnthropicBackend(LLMBackend):
         return [Sample(text=text or None, finish_reason=stop)]
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            try:
-                await client.close()
-            except RuntimeError:
-                pass
+        """Close this event loop's client; the backend stays usable (a new client is made on
+        the next request). Clients of loops that are already closed are simply dropped."""
+        try:
+            client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        except RuntimeError:
+            client = None
         self._clients = {}
+        if client is not None:
+            await client.close()

@@ -117,7 +117,8 @@ class LLMBackend:
         return {"backend": self.kind, "model": self.model}
 
     async def aclose(self) -> None:
-        """Release network clients or engines."""
+        """Release what belongs to the running event loop (HTTP connections). The backend stays
+        usable; `generate_all` calls this when its run ends."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"

@@ -4,7 +4,7 @@ One JSON file per valid reply, named by the sha256 of every input that changes t
 (backend kind, model, prompt ref, rendered messages, class, sampling parameters, sample index,
 schema version). Not in the key: the API key, and the server address (a vLLM server restarted
 on another port serves the same model). Writes go to a temporary file and are renamed into
-place, so a crash never leaves a half-written entry and concurrent writers never clash.
+place, so a reader never sees a half-written entry and concurrent writers never clash.
 """
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ class ResponseCache:
         data = json.dumps({**entry, "key": key}, ensure_ascii=False, indent=1, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
         try:
+            # No fsync: it would stall the event loop for every reply, and an entry lost or
+            # emptied by a power cut is read back as a miss and asked again, never as a wrong answer.
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:

@@ -100,9 +100,13 @@ class OpenAIBackend(LLMBackend):
         return params
 
     async def complete(self, request: ChatRequest) -> list[Sample]:
+        from openai.types.chat import ChatCompletion
+
         client = self._client()
         try:
-            completion = await client.chat.completions.create(**self._params(request))
+            # `chat.completions.create` first walks the whole body against its TypedDicts (about
+            # 10 ms of CPU per request for this schema); the body is already plain JSON, so post it.
+            completion = await client.post("/chat/completions", body=self._params(request), cast_to=ChatCompletion)
         except Exception as e:  # noqa: BLE001 - every failure is classified, nothing is swallowed
             mapped = _classify(e)
             if mapped is e:
@@ -123,9 +127,12 @@ class OpenAIBackend(LLMBackend):
         return {"backend": self.kind, "model": self.model}
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            try:
-                await client.close()
-            except RuntimeError:
-                pass  # its loop is gone; the sockets went with it
+        """Close this event loop's client; the backend stays usable (a new client is made on
+        the next request). Clients of loops that are already closed are simply dropped."""
+        try:
+            client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        except RuntimeError:
+            client = None
         self._clients = {}
+        if client is not None:
+            await client.close()

@@ -78,4 +78,6 @@ class VLLMOfflineBackend(LLMBackend):
         return await asyncio.to_thread(self._run, request)
 
     async def aclose(self) -> None:
-        self._engine = None
+        # The engine is expensive to build and not bound to an event loop: keep it for the
+        # next run; it is freed with the backend.
+        pass

@@ -290,7 +290,10 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
                 samples = await _send(backend, request, settings, limiter, result, f"sample {s} attempt {attempt}")
                 judge(s, attempt, samples[0] if samples else None)
 
-            await asyncio.gather(*(one(s) for s in pending))
+            outcomes = await asyncio.gather(*(one(s) for s in pending), return_exceptions=True)
+            for outcome in outcomes:  # every sample finished first: none is left running unwatched
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     missing = [s for s in range(settings.samples) if s not in replies]
     if missing:

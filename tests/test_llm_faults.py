@@ -260,3 +260,22 @@ def test_anthropic_429_and_missing_tool_call(fault_server):
     assert "http_429" in result.failures[0]
     assert "not_json" in result.failures[1] and "truncated" in result.failures[2]
     assert fault_server.requests[1]["time"] - fault_server.requests[0]["time"] >= 0.5
+
+
+def test_backends_pickle_without_clients(fault_server):
+    import pickle
+
+    backend = openai_backend(fault_server)
+    one_class(backend)  # made (and closed) a client on a loop
+    copy = pickle.loads(pickle.dumps(backend))
+    assert copy.describe() == backend.describe() and FAKE_KEY.encode() not in pickle.dumps(backend)
+    assert len(one_class(copy).candidates) == 4
+    offline = make_backend("vllm-offline", "some/model-dir")
+    assert pickle.loads(pickle.dumps(offline)).describe() == {"backend": "vllm-offline", "model": "some/model-dir"}
+
+
+def test_one_sample_failing_for_good_fails_the_class_after_the_others_finish(fault_server):
+    fault_server.script("dog", [{"status": 401}])
+    with pytest.raises(GenerationError, match="'dog'.*http_401"):
+        one_class(anthropic_backend(fault_server), samples=3)
+    assert fault_server.count == 3  # the other two samples were still sent and awaited

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import re
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -21,6 +23,13 @@ PROMPT = load_prompt("default")
 CLASSES = ["dog", "cafe/restaurant", "Cough", "Música ñ 鳥"]
 
 
+def served_requests(base_url: str) -> float:
+    """Requests the server finished, from its Prometheus metrics."""
+    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(m) for m in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, flags=re.M))
+
+
 def settings(**kw):
     return GenerationSettings(**{"dataset": "esc50", "n_per_class": 4, "max_tokens": 512, **kw})
 
@@ -28,8 +37,8 @@ def settings(**kw):
 def test_structured_output_n_samples_and_concurrency(vllm_server, tmp_path):
     backend = make_backend("vllm", vllm_server.model, base_url=vllm_server.base_url)
     cache = ResponseCache(tmp_path / "cache")
-    classes = CLASSES + [f"class {i}" for i in range(4)]
-    results = asyncio.run(generate_all(backend, classes, PROMPT, settings(samples=2, concurrency=4), cache))
+    classes = CLASSES + ["rain", "siren"]
+    results = asyncio.run(generate_all(backend, classes, PROMPT, settings(samples=2, concurrency=3), cache))
     assert list(results) == classes
     for c, r in results.items():
         assert r.candidates, f"no candidates for {c}"
@@ -42,9 +51,12 @@ def test_structured_output_n_samples_and_concurrency(vllm_server, tmp_path):
                 NeighborReply.model_validate_json(raw["text"])
     # one request carried both samples (n=2) unless a reply had to be asked again
     assert min(r.requests for r in results.values()) == 1
-    again = asyncio.run(generate_all(backend, classes, PROMPT, settings(samples=2, concurrency=4), cache))
+    served = served_requests(vllm_server.base_url)
+    assert served >= len(classes)
+    again = asyncio.run(generate_all(backend, classes, PROMPT, settings(samples=2, concurrency=3), cache))
     assert sum(r.requests for r in again.values()) == 0
     assert all(r.cache_hits == 2 for r in again.values())
+    assert served_requests(vllm_server.base_url) == served  # the server saw nothing of the re-run
 
 
 def test_greedy_several_samples_use_separate_requests(vllm_server):

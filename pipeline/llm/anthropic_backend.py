@@ -118,6 +118,10 @@ class AnthropicBackend(LLMBackend):
         # No tool call: judge whatever text came back (it may still be JSON, or a refusal in prose).
         return [Sample(text=text or None, finish_reason=stop)]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable for process pools and task result storage; clients are per process and loop
+        return {**self.__dict__, "_clients": {}}
+
     async def aclose(self) -> None:
         """Close this event loop's client; the backend stays usable (a new client is made on
         the next request). Clients of loops that are already closed are simply dropped."""

@@ -126,6 +126,10 @@ class OpenAIBackend(LLMBackend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable for process pools and task result storage; clients are per process and loop
+        return {**self.__dict__, "_clients": {}}
+
     async def aclose(self) -> None:
         """Close this event loop's client; the backend stays usable (a new client is made on
         the next request). Clients of loops that are already closed are simply dropped."""

@@ -77,6 +77,14 @@ class VLLMOfflineBackend(LLMBackend):
     async def complete(self, request: ChatRequest) -> list[Sample]:
         return await asyncio.to_thread(self._run, request)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable (e.g. to a worker process); the engine is rebuilt there on first use
+        return {**self.__dict__, "_engine": None, "_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     async def aclose(self) -> None:
         # The engine is expensive to build and not bound to an event loop: keep it for the
         # next run; it is freed with the backend.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import random
 import time
@@ -32,6 +33,8 @@ from pipeline.llm.schema import SCHEMA_VERSION, InvalidReply, NeighborReply, par
 from prompts import Prompt
 
 MAX_TEXT_CHARS = 200
+
+log = logging.getLogger("sept.generate")
 
 
 @dataclass
@@ -181,6 +184,7 @@ async def _send(backend: LLMBackend, request: ChatRequest, settings: GenerationS
         if tries > settings.transport_retries:
             raise GenerationError(result.class_name, f"{error.reason} (gave up after {tries} tries)", result)
         delay = _backoff(settings, tries, error.retry_after)
+        log.info("class %r, %s: %s; retrying in %.1f s", result.class_name, label, error.reason, delay)
         if error.retry_after is not None:
             limiter.pause_until(time.monotonic() + delay)
         await asyncio.sleep(delay)
@@ -268,6 +272,7 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
                            "valid": reason is None, "reason": reason, "cached": False})
         if reason is not None:
             result.failures.append(f"sample {s} attempt {attempt}: {scrub(reason)}")
+            log.info("class %r, sample %d attempt %d: invalid reply (%s)", class_name, s, attempt, reason)
         elif cache is not None:
             cache.put(keys[s], {"fields": {**key_base, "sample": s}, "text": text, "finish_reason": finish,
                                 "reply": replies[s].model_dump(), "created_at": time.time()})

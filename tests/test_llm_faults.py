@@ -279,3 +279,14 @@ def test_one_sample_failing_for_good_fails_the_class_after_the_others_finish(fau
     with pytest.raises(GenerationError, match="'dog'.*http_401"):
         one_class(anthropic_backend(fault_server), samples=3)
     assert fault_server.count == 3  # the other two samples were still sent and awaited
+
+
+def test_retry_after_pauses_every_request_of_the_run(fault_server):
+    # after a 429 with Retry-After the whole run holds back, not only the refused request
+    fault_server.script("dog", [{"status": 429, "retry_after": 1}, "ok"])
+    asyncio.run(generate_all(openai_backend(fault_server), ["dog", "Cough"], PROMPT, settings(concurrency=1)))
+    times = {}
+    for r in fault_server.requests:
+        times.setdefault(r["class"], r["time"])
+    assert fault_server.requests[0]["class"] == "dog"
+    assert times["Cough"] - times["dog"] >= 1.0

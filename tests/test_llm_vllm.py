@@ -125,10 +125,10 @@ def test_offline_engine_in_the_vllm_environment(tiny_llm_dir, tmp_path):
         assert len(result[c + "/valid"]) >= 2 and all(k >= 1 for k in result[c + "/valid"])
 
 
-def test_offline_backend_without_vllm_says_what_to_do(tiny_llm_dir, monkeypatch):
+def test_offline_backend_without_vllm_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as in an environment without vLLM
-    backend = make_backend("vllm-offline", str(tiny_llm_dir))
+    backend = make_backend("vllm-offline", "some/model-dir")
     with pytest.raises(BackendError, match="needs the `vllm` package.*backend 'vllm'"):
         asyncio.run(backend.complete(ChatRequest("s", "u")))
     with pytest.raises(ValueError, match="no base_url"):
-        make_backend("vllm-offline", str(tiny_llm_dir), base_url="http://127.0.0.1:1/v1")
+        make_backend("vllm-offline", "some/model-dir", base_url="http://127.0.0.1:1/v1")

@@ -61,6 +61,7 @@ class AnthropicBackend(LLMBackend):
         self.base_url = base_url
         self.timeout = float(timeout)
         self._clients: dict[int, Any] = {}
+        from anthropic.types import Message  # noqa: F401 - SDK models built now, not in the first request
 
     def _client(self):
         import anthropic

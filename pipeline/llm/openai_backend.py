@@ -61,6 +61,9 @@ class OpenAIBackend(LLMBackend):
         self.timeout = float(timeout)
         self.strict = strict
         self._clients: dict[int, Any] = {}
+        # The SDK builds hundreds of pydantic models on first use; pay that here, not inside
+        # the first request of a run.
+        from openai.types.chat import ChatCompletion  # noqa: F401
 
     def _client(self):
         # An async HTTP client belongs to the event loop it was made on; flows may call

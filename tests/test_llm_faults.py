@@ -290,3 +290,14 @@ def test_retry_after_pauses_every_request_of_the_run(fault_server):
         times.setdefault(r["class"], r["time"])
     assert fault_server.requests[0]["class"] == "dog"
     assert times["Cough"] - times["dog"] >= 1.0
+
+
+def test_backend_serves_several_event_loops(fault_server):
+    # one flow task per class runs asyncio.run() per class with the same backend object
+    from pipeline.llm import ChatRequest
+
+    backend = openai_backend(fault_server)
+    for _ in range(3):
+        samples = asyncio.run(backend.complete(ChatRequest("system", "user")))  # no aclose between runs
+        assert len(samples) == 1 and samples[0].finish_reason == "stop"
+    assert fault_server.count == 3

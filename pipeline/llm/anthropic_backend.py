@@ -60,23 +60,23 @@ class AnthropicBackend(LLMBackend):
             raise BackendError("backend 'anthropic' needs the environment variable ANTHROPIC_API_KEY")
         self.base_url = base_url
         self.timeout = float(timeout)
-        self._clients: dict[int, Any] = {}
+        self._loop = self._http = None
         from anthropic.types import Message  # noqa: F401 - SDK models built now, not in the first request
 
     def _client(self):
+        # one client per event loop, as in the OpenAI backend
         import anthropic
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
+        if self._http is None or self._loop is not loop:
             client = anthropic.AsyncAnthropic(
                 api_key=os.environ["ANTHROPIC_API_KEY"],
                 base_url=self.base_url,
                 timeout=self.timeout,
                 max_retries=0,
             )
-            self._clients = {id(loop): client}
-        return client
+            self._loop, self._http = loop, client
+        return self._http
 
     async def complete(self, request: ChatRequest) -> list[Sample]:
         if request.n != 1:
@@ -121,15 +121,16 @@ class AnthropicBackend(LLMBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         # picklable for process pools and task result storage; clients are per process and loop
-        return {**self.__dict__, "_clients": {}}
+        return {**self.__dict__, "_loop": None, "_http": None}
 
     async def aclose(self) -> None:
         """Close this event loop's client; the backend stays usable (a new client is made on
-        the next request). Clients of loops that are already closed are simply dropped."""
+        the next request). A client of a loop that is already closed is simply dropped."""
+        client, loop = self._http, self._loop
+        self._loop = self._http = None
         try:
-            client = self._clients.pop(id(asyncio.get_running_loop()), None)
+            current = asyncio.get_running_loop()
         except RuntimeError:
-            client = None
-        self._clients = {}
-        if client is not None:
+            current = None
+        if client is not None and loop is current:
             await client.close()

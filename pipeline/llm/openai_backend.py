@@ -60,27 +60,27 @@ class OpenAIBackend(LLMBackend):
         self.base_url = base_url
         self.timeout = float(timeout)
         self.strict = strict
-        self._clients: dict[int, Any] = {}
+        self._loop = self._http = None
         # The SDK builds hundreds of pydantic models on first use; pay that here, not inside
         # the first request of a run.
         from openai.types.chat import ChatCompletion  # noqa: F401
 
     def _client(self):
-        # An async HTTP client belongs to the event loop it was made on; flows may call
-        # asyncio.run() once per class, so keep one client per running loop.
+        # An async HTTP client belongs to the event loop it was made on, and flows may call
+        # asyncio.run() once per class: a new loop gets a new client. Loops are compared by
+        # identity, not id(), which a new loop may reuse from a closed one.
         import openai
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
+        if self._http is None or self._loop is not loop:
             client = openai.AsyncOpenAI(
                 api_key=os.environ.get(self._key_env) or "EMPTY",
                 base_url=self.base_url,
                 timeout=self.timeout,
                 max_retries=0,
             )
-            self._clients = {id(loop): client}
-        return client
+            self._loop, self._http = loop, client
+        return self._http
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -131,15 +131,16 @@ class OpenAIBackend(LLMBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         # picklable for process pools and task result storage; clients are per process and loop
-        return {**self.__dict__, "_clients": {}}
+        return {**self.__dict__, "_loop": None, "_http": None}
 
     async def aclose(self) -> None:
         """Close this event loop's client; the backend stays usable (a new client is made on
-        the next request). Clients of loops that are already closed are simply dropped."""
+        the next request). A client of a loop that is already closed is simply dropped."""
+        client, loop = self._http, self._loop
+        self._loop = self._http = None
         try:
-            client = self._clients.pop(id(asyncio.get_running_loop()), None)
+            current = asyncio.get_running_loop()
         except RuntimeError:
-            client = None
-        self._clients = {}
-        if client is not None:
+            current = None
+        if client is not None and loop is current:
             await client.close()

@@ -292,8 +292,10 @@ def test_retry_after_pauses_every_request_of_the_run(fault_server):
     assert times["Cough"] - times["dog"] >= 1.0
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_backend_serves_several_event_loops(fault_server):
-    # one flow task per class runs asyncio.run() per class with the same backend object
+    # one flow task per class runs asyncio.run() per class with the same backend object; without
+    # aclose() the old loop's sockets are left to the garbage collector (hence the warnings)
     from pipeline.llm import ChatRequest
 
     backend = openai_backend(fault_server)

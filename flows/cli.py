@@ -35,6 +35,7 @@ def stack_up(
     port: int = _PORT,
     pool: str = typer.Option("sept", "--pool", help="Name of the process work pool."),
     vllm_model: Optional[Path] = typer.Option(None, "--vllm-model", help="Serve this model folder with a local vLLM server."),
+    tiny_llm: bool = typer.Option(False, "--tiny-llm", help="Serve the repo's tiny stand-in LLM (built once; its neighbors are not meaningful)."),
     vllm_port: int = typer.Option(8000, "--vllm-port", help="Port of the local vLLM server."),
     vllm_url: Optional[str] = typer.Option(None, "--vllm-url", help="Use this running OpenAI-compatible server (…/v1) instead."),
     served_model: Optional[str] = typer.Option(None, "--served-model", help="Model name the vLLM server serves."),
@@ -49,6 +50,17 @@ def stack_up(
     from flows.stack import Stack, StackError
 
     try:
+        if tiny_llm:
+            from flows.demo import TINY_LLM_NAME, DemoError, build_tiny_llm
+
+            if vllm_model is not None or vllm_url:
+                raise StackError("--tiny-llm serves the stand-in model: leave out --vllm-model and --vllm-url")
+            try:
+                vllm_model = build_tiny_llm(lambda m: typer.echo(m, err=True))
+            except DemoError as e:
+                raise StackError(str(e)) from None
+            served_model = served_model or TINY_LLM_NAME
+            note = note or "served by the tiny stand-in LLM: these neighbors are NOT meaningful"
         cfg = _config(dir, port=port, pool=pool, vllm_model=vllm_model, vllm_port=vllm_port, vllm_base_url=vllm_url,
                       vllm_served_model=served_model, clap_checkpoint=clap_checkpoint, clap_tokenizer=clap_tokenizer,
                       store=store, llm_limit=llm_limit, note=note, timeout=timeout)

@@ -163,3 +163,23 @@ def test_dask_task_runner_with_a_two_worker_local_cluster(prefect_stack, vllm_se
     version = Store(store).read(ref)
     assert version.classes == ["rain", "thunder", "wind"] and version.neighbors
     assert summary(out)["requests"] >= 3
+
+
+def test_compute_margins_deployment_attaches_margins_to_an_existing_version(prefect_stack):
+    from neighbor_store.records import NeighborRecord, neighbor_id
+
+    store = store_of(prefect_stack)
+    classes = ["dog", "cafe/restaurant"]
+    texts = {"dog": ["barking", "a puppy yelping"], "cafe/restaurant": ["cups clinking"]}
+    neighbors = [NeighborRecord(class_=c, text=t, id=neighbor_id(c, t)) for c in classes for t in texts[c]]
+    ref = store.write_version(dataset="margins-set", classes=classes, neighbors=neighbors, message="by hand")
+    assert store.margin_fingerprints(ref) == []
+
+    code, out = run_deployment(prefect_stack, "compute-margins/default", {"ref": ref}, 300, echo=lambda _: None)
+    assert code == 0, out[-4000:]
+    fingerprint = re.findall(r"under encoder (\w+)", out)[-1]
+    assert store.margin_fingerprints(ref) == [fingerprint]
+    margins = store.read_margins(ref, fingerprint)
+    assert margins is not None and tuple(margins.values.shape) == (2, 3)
+    assert margins.neighbor_ids == [n.id for n in store.read(ref).neighbors]
+    verify(prefect_stack, ref)

@@ -131,6 +131,10 @@ class GenerationError(Exception):
             msg += f" (and {len(others)} more failed class(es): {', '.join(repr(c) for c in others)})"
         super().__init__(msg)
 
+    def __reduce__(self):
+        # picklable with all its fields (process pools, task result storage)
+        return (type(self), (self.class_name, self.reason, self.result, self.failed))
+
 
 class _Limiter:
     """The concurrency bound plus a shared pause: after a 429 with Retry-After, no request of

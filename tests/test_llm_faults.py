@@ -128,6 +128,9 @@ def test_class_without_valid_reply_fails_the_run_naming_it(fault_server, tmp_pat
     assert err.class_name == "Cough" and set(err.failed) == {"Cough"}
     assert "'Cough'" in str(err) and "not_json" in str(err) and "3 attempt" in str(err)
     assert fault_server.count_for("Cough") == 3
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)  # crosses process boundaries intact
     assert len(err.result.raw) == 3 and err.result.raw[0]["text"].startswith("Here are some neighbors")
     # the classes that succeeded are cached: the re-run asks only for the failed one
     before = fault_server.count

@@ -77,3 +77,17 @@ def test_scrub_removes_keys_from_text(monkeypatch):
     text = scrub("401: bad key sk-proj-verysecretvalue123 and plain-secret-no-prefix, sk-other-abcdefgh")
     assert "verysecret" not in text and "plain-secret" not in text and "sk-other" not in text
     assert text.count("***") == 3
+
+
+def test_retry_after_forms():
+    import email.utils
+    import time
+
+    from pipeline.llm.backend import parse_retry_after
+
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after": "0.5", "retry-after-ms": "1500"}) == 1.5
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None and parse_retry_after(None) is None

@@ -64,7 +64,7 @@ class TrainConfig:
     sept_intra: bool = True
     sept_inter: bool = True
     sept_zero_margins: bool = False
-    neighbor_budget: int = 16              # neighbor prompts per step (raised so an epoch visits all)
+    neighbor_budget: int = 8               # neighbor prompts per step, raised to ceil(K / steps) so an epoch visits all
     # output
     out_dir: str = "runs"
     run_name: str = ""                     # default: <dataset>-<method>[-sept]-seed<seed>

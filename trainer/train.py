@@ -170,10 +170,11 @@ def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: 
 
 
 def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              on_step: Callable[[], None] | None = None) -> dict[str, float]:
+              on_step: Callable[[], None] | None = None, max_steps: int | None = None) -> dict[str, float]:
     """One pass over the few-shot set in a (seed, epoch)-determined order; returns mean losses.
 
     audio: batch indices [B] -> audio embeddings [B, D]; default reads the cached features.
+    max_steps: run only the epoch's first steps (timing); the scheduler then does not advance.
     """
     cfg, device = run.cfg, run.features.device
     order = torch.from_numpy(np.random.Generator(np.random.PCG64([BATCH_STREAM, cfg.seed, epoch]))
@@ -182,7 +183,8 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
     chunks = run.sampler.epoch(epoch, steps) if run.sampler is not None else [None] * steps
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
     totals: dict[str, float] = {}
-    for step in range(steps):
+    n_steps = steps if max_steps is None else min(steps, max_steps)
+    for step in range(n_steps):
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         feats = audio(idx) if audio is not None else run.features[idx]
         with autocast:
@@ -194,9 +196,9 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
             totals[k] = totals.get(k, 0.0) + v
         if on_step is not None:
             on_step()
-    if run.scheduler is not None:
+    if run.scheduler is not None and n_steps == steps:
         run.scheduler.step()
-    return {k: v / steps for k, v in totals.items()}
+    return {k: v / n_steps for k, v in totals.items()}
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -24,7 +24,8 @@ from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-DEFAULT_CLASS_PATTERN = r'neighbors of the class "(.*?)"'
+# the first `class "<name>"` of the user message: how every bundled generation prompt names its class
+DEFAULT_CLASS_PATTERN = r'\bclass "(.*?)"'
 
 
 def valid_reply(class_name: str, serial: int, items: int = 4) -> dict:

@@ -39,8 +39,9 @@ log = logging.getLogger("sept.generate")
 
 @dataclass
 class GenerationSettings:
-    """Parameters of neighbor generation; everything here except `concurrency` and the retry
-    timings changes the answer and goes into the cache key or the manifest.
+    """Parameters of neighbor generation. Those that change the answer (n and n_ask through the
+    rendered prompt, temperature, max_tokens, seed, the sample index) are in every cache key;
+    `to_params()` lists them for manifests. Concurrency and retry timings change nothing.
 
     n_per_class: neighbors wanted per class; the prompt asks for `n_ask` = ceil(n * (1 + extra)).
     samples: independent replies per class (one request with `n` where the backend allows it).

@@ -10,7 +10,6 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -138,16 +137,6 @@ class PipelineResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _public_url(url: str | None) -> str | None:
-    # user:password@ and query strings can carry credentials; provenance needs only the host
-    if not url:
-        return None
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def generation_settings(cfg: PipelineConfig):
     """The generation stage's settings for this config."""
     from pipeline.generate import GenerationSettings
@@ -175,7 +164,8 @@ def load_clap(cfg: PipelineConfig):
 
 def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[str, Any]:
     """Generation parameters for the manifest. Only what shapes the content: no local
-    paths, no timings, no secrets, so identical runs on two machines get one version id."""
+    paths, no server address, no timings, no secrets, so identical runs on two machines
+    (or against two replicas of one server) get one version id."""
     from pipeline.models import sentence_model_fingerprint
 
     dedup_name = cfg.dedup_model or DEFAULT_DEDUP_MODEL
@@ -184,7 +174,6 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
     params: dict[str, Any] = {
         "backend": cfg.backend,
         "model": cfg.model,
-        "base_url": _public_url(cfg.base_url),
         "sampling": {
             "n_per_class": cfg.n_per_class,
             "samples": cfg.samples,

@@ -312,6 +312,9 @@ class Stack:
     def _up_vllm(self, parts: dict[str, Part]) -> None:
         cfg = self.cfg
         if cfg.vllm_model is None:
+            if cfg.vllm_base_url and not self._vllm_ok():
+                self.log(f"warning: no OpenAI-compatible server answers at {cfg.llm_base_url}; runs of "
+                         f"generate-neighbors/vllm-local fail until one does")
             return
         part = parts.get("vllm")
         if part and _alive(part) and self._vllm_ok():

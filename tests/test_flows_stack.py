@@ -51,6 +51,13 @@ def test_stack_up_is_idempotent_and_down_leaves_no_process(tmp_path):
                      "compute-margins/default"):
             assert name in listed.stdout.replace("\n", ""), listed.stdout
 
+        # one global concurrency limit per LLM backend, shared by every run
+        limits = subprocess.run([sys.executable, "-m", "prefect", "global-concurrency-limit", "ls"], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert limits.returncode == 0, limits.stderr
+        for backend in ("vllm", "openai", "anthropic"):
+            assert f"llm-{backend}" in limits.stdout, limits.stdout
+
         # up again: a no-op on a healthy stack (same processes, no restart, no redeploy)
         t0 = time.monotonic()
         again = sept("stack", "up", "--dir", str(root), "--port", str(port), "--pool", "sept-stack-test",

@@ -428,13 +428,17 @@ class Stack:
         state["config"] = self.cfg.to_json()
         self._write_state(state)
         parts = self.parts()
+        before = {name: p.pid for name, p in parts.items() if _alive(p)}
         try:
             self._up_server(parts)
             self._up_vllm(parts)
             self._provision()
             self._deploy(force=redeploy)
             self._up_worker(parts)
-        except StackError:
+        except BaseException:
+            # a half-up stack helps nobody: stop what this call started, keep what was running
+            started = [p for name, p in self.parts().items() if before.get(name) != p.pid]
+            self._stop(started)
             raise
         self._write_env_file()
         return self.status()
@@ -467,12 +471,22 @@ class Stack:
     def down(self, timeout: float = 20.0) -> list[str]:
         """Stop what this stack started (each process group and any descendant that left it).
         Returns the names of the parts that were stopped."""
+        stopped = self._stop(list(self.parts().values()), timeout)
+        state = self._read_state()
+        state.pop("parts", None)
+        state.pop("deployed", None)
+        if state:
+            self._write_state(state)
+        for pid_file in (self.root / "pids").glob("*.pid") if (self.root / "pids").exists() else []:
+            pid_file.unlink()
+        return stopped
+
+    def _stop(self, parts: list[Part], timeout: float = 20.0) -> list[str]:
         import psutil
 
-        parts = self.parts()
         stopped = []
         # worker first so it does not report the server gone; vLLM and server after
-        order = sorted(parts.values(), key=lambda p: {"worker": 0, "vllm": 1, "server": 2}.get(p.name, 3))
+        order = sorted(parts, key=lambda p: {"worker": 0, "vllm": 1, "server": 2}.get(p.name, 3))
         for part in order:
             if not _alive(part):
                 continue
@@ -509,11 +523,8 @@ class Stack:
                 proc.poll()
             stopped.append(part.name)
             self.log(f"stopped {part.name} (pid {part.pid})")
-        state = self._read_state()
-        state.pop("parts", None)
-        state.pop("deployed", None)
-        if state:
+            state = self._read_state()
+            state.get("parts", {}).pop(part.name, None)
             self._write_state(state)
-        for pid_file in (self.root / "pids").glob("*.pid") if (self.root / "pids").exists() else []:
-            pid_file.unlink()
+            (self.root / "pids" / f"{part.name}.pid").unlink(missing_ok=True)
         return stopped

@@ -376,8 +376,18 @@ class Stack:
                         except ObjectAlreadyExists:
                             pass
 
-        with temporary_settings(updates={PREFECT_API_URL: self.cfg.api_url}):
-            anyio.run(go)
+        # a new server answers /health a moment before its database is ready: retry a while
+        deadline = time.monotonic() + min(self.cfg.timeout, 60)
+        while True:
+            try:
+                with temporary_settings(updates={PREFECT_API_URL: self.cfg.api_url}):
+                    anyio.run(go)
+                return
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    raise StackError(f"could not create the work pool and concurrency limits on "
+                                     f"{self.cfg.api_url}: {type(e).__name__}: {e}") from e
+                time.sleep(1.0)
 
     def _deploy_fingerprint(self) -> str:
         h = hashlib.sha256(PREFECT_FILE.read_bytes())

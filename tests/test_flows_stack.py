@@ -39,7 +39,7 @@ def test_stack_up_is_idempotent_and_down_leaves_no_process(tmp_path):
         assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api" in (root / "env.sh").read_text()
 
         # the deployments exist on the server, one per backend kind, and margins
-        env = dict(os.environ)
+        env = dict(os.environ, COLUMNS="400")  # rich tables: no truncated names
         for line in (root / "env.sh").read_text().splitlines():
             if line.startswith("export "):
                 key, value = line[len("export "):].split("=", 1)

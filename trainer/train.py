@@ -106,9 +106,13 @@ def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learn
 
         templates = load_templates(cfg.margin_templates)
         values = compute_margins(backbone, version.classes, version.neighbors, templates)
-        store.attach_margins(version.ref, backbone.fingerprint, values, version.neighbor_ids,
-                             meta={"templates": templates.ref, "computed_by": "sept train"})
         origin = "computed"
+        try:
+            store.attach_margins(version.ref, backbone.fingerprint, values, version.neighbor_ids,
+                                 meta={"templates": templates.ref, "computed_by": "sept train"})
+        except OSError as e:
+            # a read-only store still trains; the margins are just recomputed next time
+            origin = f"computed (not attached: {type(e).__name__})"
     else:
         values = margins.values
     row = {c: i for i, c in enumerate(version.classes)}

@@ -10,8 +10,11 @@ Layout of the state folder (default `<repo>/.sept/stack`):
 
     prefect/          PREFECT_HOME (SQLite database, profiles)
     results/          Prefect result + task-cache storage shared by server, worker and CLI
-    logs/<part>.log   output of each started process
-    stack.json        what was started: pids, process groups, ports, the config
+    logs/<part>.log   output of each started process (cli.log: prefect CLI calls)
+    pids/<part>.pid   pid (= process group) of each started process
+    stack.json        what was started: pids, start times, ports, the config
+    llm-cache/        LLM response cache of a non-default stack (the default one shares
+                      `<repo>/.sept/llm-cache` with `sept generate`)
     env.sh            `source` it to point the prefect CLI at this stack
 
 Processes are started in their own session (process group) with SIGINT and SIGTERM at

@@ -1,0 +1,228 @@
+"""Trainer benchmarks: cached audio vs PALM-style audio, SEPT step cost, loop overhead.
+
+Random-weight LAION-CLAP (HTSAT-tiny + RoBERTa, the real classes), ESC-50's 50 class names,
+synthesized clips. Figures measured side by side in one run:
+
+P1  epoch with the audio-embedding cache vs the same trainer run PALM-style (each step reads
+    and decodes its clips, and the frozen audio encoder runs in train mode with gradients
+    flowing through it to the waveform); ratio (goal >= 3x) and the audio share of a cached
+    epoch (cache read + per-step gather; goal <= 5%).
+P2  SEPT step vs CoOp step with 10 neighbors per class at the default neighbor budget, at the
+    16-shot step count (50 steps/epoch); goal <= 1.5x. And the budget's effect: SEPT loss over
+    the budgeted subsets vs over all neighbors, same learner state.
+P3  cached epoch vs bare text-encoder forward+backward on the same prompts; goal <= 1.25x.
+
+Scaled down to fit a 2-core CPU, as printed: P1 and P3 use 50 classes x 4 shots (13 steps of
+16); P1's epoch times are extrapolated from --palm-steps alternating steps of each kind
+(and a measured cached epoch gives the audio share); P2 times
+--sept-steps steps of each kind with the 16-shot step count (the 4-shot features repeated
+4x; step cost does not depend on feature values); margins use the one-template set.
+
+    python benchmarks/trainer.py [--shots 4] [--palm-steps 2] [--sept-steps 3] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch  # noqa: E402
+
+NEIGHBOR_FORMS = ("{} up close", "distant {}", "loud {} noise", "{} in a small room", "muffled {}",
+                  "recording of {} outdoors", "soft {}", "{} echoing in a hall", "short burst of {}",
+                  "continuous {} for a while")
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", default=str(ROOT / ".sept" / "bench-trainer"))
+    ap.add_argument("--shots", type=int, default=4)
+    ap.add_argument("--palm-steps", type=int, default=2)
+    ap.add_argument("--sept-steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        # on a shared machine one thread per process avoids stalls at every parallel op
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from fixtures_audio import write_palm_dataset
+    from neighbor_store import NeighborRecord
+    from pipeline.margins import compute_margins
+    from prompts import load_templates
+    from trainer.audio_cache import AudioCache
+    from trainer.backbone import import_laion_clap, load_backbone, read_audio, to_clap_rate
+    from trainer.config import make_config
+    from trainer.data import few_shot, load_dataset
+    from trainer.learners import build_learner
+    from trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss, sept_terms
+    from trainer.tiny_models import write_random_checkpoint, write_tokenizer
+    from trainer.train import Run, run_epoch
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tok_dir = write_tokenizer(work / "tokenizer") if not (work / "tokenizer" / "merges.txt").is_file() else work / "tokenizer"
+    ckpt = work / "clap-random.pt"
+    if not ckpt.is_file():
+        write_random_checkpoint(ckpt, seed=0)
+    bb, t_load = timed(load_backbone, ckpt, tokenizer=tok_dir)
+    print(f"backbone: random-weight HTSAT-tiny CLAP, {sum(p.numel() for p in bb.model.parameters()) / 1e6:.0f}M params, "
+          f"loaded in {t_load:.1f} s; torch threads {torch.get_num_threads()}")
+
+    classes = (ROOT / "pipeline/classlists/esc50.txt").read_text().split("\n")
+    classes = [c for c in classes if c.strip()]
+    data_root = work / f"data-{args.shots}"
+    if not (data_root / "Bench50" / "train.csv").is_file():
+        write_palm_dataset(data_root, name="Bench50", classes=classes, n_train=args.shots, n_test=1,
+                           seconds=2.0, long_clip=False)
+    ds = load_dataset(data_root / "Bench50")
+    C = len(ds.classes)
+    cfg = make_config(overrides=dict(dataset_root=str(ds.root), checkpoint=str(ckpt), method="coop",
+                                     shots=args.shots, cache_dir=str(work / "cache"), device="cpu"))
+    samples = few_shot(ds.train, cfg.shots, cfg.seed)
+    print(f"workload: {C} classes x {cfg.shots} shots = {len(samples)} clips, batch {cfg.batch_size}, "
+          f"CoOp n_ctx {cfg.n_ctx}, prompts padded to the longest")
+
+    # ---------------------------------------------------------------- P1: cache vs PALM-style
+    import shutil
+
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    cache = AudioCache(cfg.cache_dir, bb)
+    _, t_fill = timed(cache.embed, [s.path for s in samples])
+    reader = AudioCache(cfg.cache_dir, bb)
+    features, t_read = timed(reader.embed, [s.path for s in samples])
+    assert reader.hits == len(samples) and reader.misses == 0
+    labels = torch.tensor([s.label for s in samples])
+
+    torch.manual_seed(cfg.seed)
+    learner = build_learner("coop", bb, ds.classes, cfg)
+    run = Run(cfg, learner, ds.classes, features, labels, bb.logit_scale)
+    run.optimizer = torch.optim.SGD(learner.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    steps = run.steps_per_epoch
+
+    import_laion_clap()
+    from laion_clap.training.data import get_audio_features
+
+    audio_cfg = bb.model_cfg["audio_cfg"]
+
+    def palm_audio(idx):
+        """PALM-style: decode the batch's files, encoder in train mode, gradients to the waveform."""
+        bb.model.train()
+        batch = []
+        for i in idx.tolist():
+            wave, rate = read_audio(samples[i].path)
+            wave = torch.from_numpy(to_clap_rate(wave, rate)).requires_grad_(True)
+            batch.append(get_audio_features({}, wave, 480000, data_truncating="rand_trunc",
+                                            data_filling="repeatpad", audio_cfg=audio_cfg, require_grad=True))
+        return bb.model.get_audio_embedding(batch)
+
+    # Other processes share the CPU: the two kinds of step alternate, so both see the same load.
+    gather = [0.0]
+
+    def cached_audio(idx):
+        t0 = time.perf_counter()
+        out = run.features[idx]
+        gather[0] += time.perf_counter() - t0
+        return out
+
+    cached_steps, palm_steps = [], []
+    for i in range(args.palm_steps):
+        cached_steps.append(timed(run_epoch, run, 100 + i, audio=cached_audio, max_steps=1)[1])
+        try:
+            palm_steps.append(timed(run_epoch, run, 100 + i, audio=palm_audio, max_steps=1)[1])
+        finally:
+            bb.model.eval()
+    gather_step = gather[0] / args.palm_steps
+    epoch_cached_est = statistics.median(cached_steps) * steps + t_read
+    epoch_palm = statistics.median(palm_steps) * steps
+    print("\nP1  audio-embedding cache vs PALM-style audio")
+    print(f"    cache fill (one-off, {len(samples)} clips, eval mode): {t_fill:.1f} s "
+          f"({t_fill / len(samples) * 1000:.0f} ms/clip); cache read of all {len(samples)}: {t_read * 1000:.0f} ms")
+    print(f"    alternating steps x {args.palm_steps}: cached {statistics.median(cached_steps):.2f} s/step, "
+          f"PALM-style {statistics.median(palm_steps):.2f} s/step (medians)")
+    print(f"    epoch of {steps} steps: cached {epoch_cached_est:.1f} s, PALM-style {epoch_palm:.1f} s")
+    print(f"    ratio PALM-style / cached: {epoch_palm / epoch_cached_est:.1f}x (goal >= 3x)")
+
+    # ---------------------------------------------------------------- P3 (+ P1 audio share): a real epoch
+    inputs, mask = learner.prompts(ds.classes)
+
+    def bare_step():
+        x = inputs.detach().clone().requires_grad_(True)
+        bb.encode_token_embeddings(x, mask).sum().backward()
+
+    bare: list[float] = []
+    gather[0] = 0.0
+    # a bare forward+backward after every training step, timed apart from the epoch
+    _, t_span = timed(run_epoch, run, 0, audio=cached_audio, on_step=lambda: bare.append(timed(bare_step)[1]))
+    t_epoch = t_span - sum(bare)
+    epoch_cached = t_epoch + t_read            # an epoch that also reads every feature from disk
+    audio_cached = t_read + gather[0]
+    print(f"    measured cached epoch: {epoch_cached:.1f} s  [steps {t_epoch:.1f} s, cache read {t_read * 1000:.0f} ms, "
+          f"per-step gather {gather[0] * 1000:.1f} ms]")
+    print(f"    audio share of a cached epoch: {100 * audio_cached / epoch_cached:.2f}% (goal <= 5%)")
+    print("\nP3  training loop vs bare text encoder (same prompts, interleaved step by step)")
+    print(f"    bare forward+backward x {steps}: {sum(bare):.1f} s ({statistics.mean(bare):.2f} s/step, "
+          f"{inputs.shape[0]} prompts of {inputs.shape[1]} tokens)")
+    print(f"    cached epoch: {epoch_cached:.1f} s")
+    print(f"    ratio epoch / bare: {epoch_cached / sum(bare):.2f}x (goal <= 1.25x)")
+
+    # ---------------------------------------------------------------- P2: SEPT vs CoOp steps
+    records = [NeighborRecord(**{"class": c, "text": f.format(c)}) for c in ds.classes for f in NEIGHBOR_FORMS]
+    templates = load_templates("single")
+    margins, t_margins = timed(compute_margins, bb, ds.classes, records, templates)
+    owners = torch.tensor([ds.classes.index(r.class_) for r in records])
+    neighbors = NeighborSet([r.text for r in records], owners, margins, [r.id for r in records])
+    reps = math.ceil(16 / cfg.shots)
+    full_features, full_labels = features.repeat(reps, 1), labels.repeat(reps)
+    coop_run = Run(cfg, learner, ds.classes, full_features, full_labels, bb.logit_scale,
+                   optimizer=torch.optim.SGD(learner.parameters(), lr=cfg.lr, momentum=cfg.momentum))
+    sept_run = dataclasses.replace(coop_run, history=[], neighbors=neighbors,
+                                   sampler=NeighborSampler(owners, cfg.neighbor_budget, cfg.seed),
+                                   sept=SeptLoss(cfg.sept_lambda))
+    n16 = coop_run.steps_per_epoch
+    size = sept_run.sampler.size(n16)
+    t_coop = t_sept = 0.0
+    for i in range(args.sept_steps):          # alternating, one step each, so both see the same load
+        t_coop += timed(run_epoch, coop_run, i, max_steps=1)[1]
+        t_sept += timed(run_epoch, sept_run, i, max_steps=1)[1]
+    print(f"\nP2  SEPT vs CoOp step ({len(records)} neighbors = 10/class, budget {cfg.neighbor_budget}, "
+          f"{n16} steps/epoch at 16 shots -> {size} neighbor prompts/step)")
+    print(f"    margins [{C}, {len(records)}] computed in {t_margins:.1f} s (template set 'single')")
+    print(f"    CoOp step {t_coop / args.sept_steps:.2f} s, SEPT step {t_sept / args.sept_steps:.2f} s "
+          f"(mean of {args.sept_steps})")
+    print(f"    ratio SEPT / CoOp: {t_sept / t_coop:.2f}x (goal <= 1.5x)")
+
+    with torch.no_grad():
+        z = learner(ds.classes)
+        p = torch.cat([learner(neighbors.texts[i:i + 100], owners[i:i + 100]) for i in range(0, len(records), 100)])
+        full_intra, full_inter = (t.item() for t in sept_terms(z, p, owners, margins))
+        chunks = sept_run.sampler.epoch(0, n16)
+        per_step = [[t.item() for t in sept_terms(z, p[c], owners[c], margins[:, c])] for c in chunks]
+    step_total = [a + b for a, b in per_step]
+    full = full_intra + full_inter
+    print(f"    budget effect (same learner state, epoch of {n16} subsets of {size}):")
+    print(f"      full L_intra {full_intra:.4f}  L_inter {full_inter:.4f}  sum {full:.4f}")
+    print(f"      budgeted: mean {statistics.mean(step_total):.4f} (rel. diff "
+          f"{100 * (statistics.mean(step_total) - full) / max(full, 1e-12):+.1f}%), std {statistics.pstdev(step_total):.4f}, "
+          f"min {min(step_total):.4f}, max {max(step_total):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -193,3 +193,42 @@ def test_cli_train_and_eval_with_transfer(backbone, palm_dataset, palm_dataset_o
     # bad input: one clear line, exit 1
     result = runner.invoke(app, args + ["n_ctx=0"])
     assert result.exit_code == 1 and "n_ctx" in result.output
+
+
+def test_cli_yaml_config_fold_and_zero_shot(backbone, palm_dataset, clap_checkpoint, clap_tokenizer_dir, tmp_path,
+                                            cache_dir):
+    from typer.testing import CliRunner
+
+    from sept.cli import app
+
+    remember_backbone(backbone)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"dataset_root: {palm_dataset}\ncheckpoint: {clap_checkpoint}\ntokenizer: {clap_tokenizer_dir}\n"
+                      f"cache_dir: {cache_dir}\nout_dir: {tmp_path / 'runs'}\nmethod: coop\nepochs: 5\n")
+    result = CliRunner().invoke(app, ["train", "-q", "--config", str(config), "--method", "zeroshot", "--fold", "1",
+                                      "templates=single"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "runs" / "synth-zeroshot-fold1-seed0" / "results.json").read_text())
+    # the flag beats the YAML's method; zero-shot has nothing to train whatever epochs says
+    assert results["config"]["method"] == "zeroshot" and results["config"]["epochs"] == 5
+    assert results["history"] == [] and not (tmp_path / "runs" / "synth-zeroshot-fold1-seed0" / "checkpoints").exists()
+    assert results["dataset"]["fold"] == 1 and results["metrics"]["all"]["n"] == 4
+
+
+def test_cache_key_follows_file_identity(backbone, palm_dataset, tmp_path):
+    import os
+    import shutil
+
+    clip = tmp_path / "clip.wav"
+    shutil.copy(next((palm_dataset / "audio" / "dog").glob("*.wav")), clip)
+    cache = AudioCache(tmp_path / "c", backbone)
+    first = cache.embed([clip, clip])
+    assert (cache.hits, cache.misses) == (0, 1) and torch.equal(first[0], first[1])
+    cache.embed([clip])
+    assert (cache.hits, cache.misses) == (1, 1)
+    stat = clip.stat()
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))          # a touched file is re-encoded
+    again = cache.embed([clip])
+    assert (cache.hits, cache.misses) == (1, 2)
+    torch.testing.assert_close(again[0], first[0])
+    assert AudioCache(tmp_path / "c", backbone, crop="random").dir != cache.dir   # crop policy in the key

@@ -130,7 +130,7 @@ def clap_filter(
         ):
             rejected.append(reject(r, "clap_audio_low", **scores))
         else:
-            out[r.class_].append(keep(r, **scores))
+            out[classes[int(owner[k])]].append(keep(r, **scores))
 
     info["counts"] = {cls: {"in": len(kept[cls]), "kept": len(out[cls])} for cls in classes}
     return StageResult(kept=out, rejected=rejected, info=info)

@@ -69,6 +69,8 @@ def generate(
     dedup_model: Optional[str] = typer.Option(None, "--dedup-model", help="sentence-transformers model name or path (default: the shipped all-MiniLM-L6-v2)."),
     min_self: float = typer.Option(0.5, "--min-self", help="CLAP filter: minimum cosine to the own class."),
     confuser_margin: float = typer.Option(0.0, "--confuser-margin", help="CLAP filter: reject when another class is closer by more than this."),
+    audio_clips: int = typer.Option(0, "--audio-clips", help="CLAP filter: score neighbors against this many training clips per class (needs --dataset-root)."),
+    min_audio_self: Optional[float] = typer.Option(None, "--min-audio-self", help="CLAP filter: reject neighbors whose cosine to their class's clips is below this."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
     store: Optional[Path] = typer.Option(None, "--store", help="Store root (default $SEPT_STORE or ./neighbor-store)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="LLM response cache folder (default $SEPT_CACHE/llm or ./.sept/llm-cache); a re-run costs no request."),
@@ -92,7 +94,8 @@ def generate(
             base_url=base_url, clap_checkpoint=clap_checkpoint, clap_amodel=clap_amodel, clap_fusion=clap_fusion,
             clap_tokenizer=clap_tokenizer, n_per_class=n_per_class, samples=samples, prompt=prompt,
             templates=templates, temperature=temperature, dedup_threshold=dedup_threshold,
-            dedup_model=dedup_model, min_self=min_self, confuser_margin=confuser_margin, tag=tag, store=store,
+            dedup_model=dedup_model, min_self=min_self, confuser_margin=confuser_margin,
+            audio_clips_per_class=audio_clips, min_audio_self=min_audio_self, tag=tag, store=store,
             cache_dir=cache_dir, concurrency=concurrency, max_attempts=max_attempts, message=message,
         )
     except ValidationError as e:

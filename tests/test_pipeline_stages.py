@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from neighbor_store.records import NeighborRecord, neighbor_id
 from pipeline.clap_filter import clap_filter
-from pipeline.datasets import bundled_classes, bundled_datasets, read_classes_file, resolve_classes
+from pipeline.datasets import bundled_classes, bundled_datasets, palm_clips, read_classes_file, resolve_classes
 from pipeline.dedup import dedup, normalize_text
 from pipeline.margins import compute_margins
 from pipeline.models import default_sentence_model_path, get_sentence_model, sentence_model_fingerprint
@@ -76,6 +76,9 @@ def test_resolve_classes_precedence_and_palm_layout(tmp_path):
     with pytest.raises(ValueError, match="dataset: no bundled class list for 'unknown-set'"):
         resolve_classes(PipelineConfig(dataset="unknown-set", backend="openai", model="m"))
 
+    clips = palm_clips(tmp_path / "root", "my-set", expected, per_class=1)
+    assert clips == {"Cat": [ds / "b.wav"], "dog": [ds / "a.wav"], "Ünïcode/x": []}  # train split only
+
     (ds / "train.csv").write_text("file,label\na.wav,dog\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train.csv:1: expected columns path,classname"):
         resolve_classes(PipelineConfig(**base, dataset_root=ds))
@@ -95,6 +98,7 @@ def test_resolve_classes_precedence_and_palm_layout(tmp_path):
         ({"classes": ["a", "a"]}, "classes"),
         ({"clap_checkpoint": "/nonexistent/clap.pt"}, "clap_checkpoint"),
         ({"n_per_clas": 3}, "n_per_clas"),
+        ({"audio_clips_per_class": 2}, "audio_clips_per_class"),
     ],
 )
 def test_config_errors_name_the_parameter(change, names):

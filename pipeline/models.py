@@ -50,11 +50,18 @@ def get_sentence_model(name_or_path: str | Path | None = None):
         model = _SENTENCE_MODELS.get(key)
         if model is None:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            # a weight-loading progress bar would interleave with `sept generate`'s own
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
             try:
                 model = SentenceTransformer(key, device="cpu")
             except Exception as e:  # hub/offline/path errors come in many types
                 raise ValueError(f"dedup_model: cannot load sentence-transformers model {key!r}: {e}") from e
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
             model.eval()
             _SENTENCE_MODELS[key] = model
         return model

@@ -6,11 +6,12 @@ bundled class list (ESC-50's 50 classes) through the exact user command
 Models, best first:
 - OPENAI_API_KEY or ANTHROPIC_API_KEY set: that hosted API (deployment `openai` / `anthropic`);
 - else a small instruct model already in the local Hugging Face cache, served by local vLLM;
-- else the repo's stand-ins: the tiny LLM of scripts/build_tiny_llm.py served by local vLLM.
+- else, when the Hugging Face hub answers, that small instruct model downloaded once into the cache;
+- else (offline) the repo's stand-ins: the tiny LLM of scripts/build_tiny_llm.py served by local vLLM.
 CLAP: the official LAION-CLAP checkpoint (630k-audioset-best.pt) from $SEPT_CLAP_CHECKPOINT or
-the local Hugging Face cache with the roberta-base tokenizer, else a random-weight CLAP.
-Nothing is downloaded. With a stand-in the output and the manifest message say plainly that the
-neighbors are not meaningful.
+the local Hugging Face cache with the roberta-base tokenizer, else downloaded when the hub answers,
+else a random-weight CLAP. HF_HUB_OFFLINE=1 forbids every download. With a stand-in the output and
+the manifest message say plainly that the neighbors are not meaningful.
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ SMALL_INSTRUCT_MODELS = (
 )
 CLAP_REPO = "lukewys/laion_clap"
 CLAP_FILE = "630k-audioset-best.pt"  # HTSAT-tiny, no fusion: the backbone's defaults
+ROBERTA_REPO = "FacebookAI/roberta-base"  # only its tokenizer files: CLAP checkpoints hold the weights
 TINY_LLM_NAME = "sept-tiny-llm"
+HUB_PROBE_TIMEOUT = 5.0
 BUILD_TIMEOUT = 1800.0
 
 
@@ -103,6 +106,49 @@ def find_official_clap() -> tuple[Path, Path | None] | None:
         return None
 
 
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face hub answers within `timeout` s; never tried when HF_HUB_OFFLINE is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        response = httpx.head(f"{endpoint}/api/models/{CLAP_REPO}", timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 500
+
+
+def download_instruct_model(log: Callable[[str], None]) -> tuple[str, Path] | None:
+    """Download the smallest instruct model of SMALL_INSTRUCT_MODELS into the HF cache (once)."""
+    from huggingface_hub import snapshot_download
+
+    repo = SMALL_INSTRUCT_MODELS[0]
+    log(f"downloading {repo} into the Hugging Face cache (once) ...")
+    try:
+        snap = snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+    except Exception as e:  # any hub failure: fall back to the stand-in, saying why
+        log(f"could not download {repo}: {type(e).__name__}: {e}")
+        return None
+    return repo, Path(snap)
+
+
+def download_official_clap(log: Callable[[str], None]) -> tuple[Path, Path] | None:
+    """Download the official CLAP checkpoint and the roberta-base tokenizer files (once)."""
+    from huggingface_hub import hf_hub_download
+
+    log(f"downloading {CLAP_REPO}/{CLAP_FILE} and the roberta-base tokenizer into the Hugging Face cache (once) ...")
+    try:
+        ckpt = Path(hf_hub_download(CLAP_REPO, CLAP_FILE))
+        vocab = Path(hf_hub_download(ROBERTA_REPO, "vocab.json"))
+        hf_hub_download(ROBERTA_REPO, "merges.txt")
+    except Exception as e:
+        log(f"could not download the CLAP checkpoint: {type(e).__name__}: {e}")
+        return None
+    return ckpt, vocab.parent
+
+
 def build_tiny_llm(log: Callable[[str], None]) -> Path:
     """The tiny stand-in LLM folder, built once (cached by content hash)."""
     log("building the tiny stand-in LLM (once; a few minutes on a CPU) ...")
@@ -137,6 +183,8 @@ def choose_models(work: Path, log: Callable[[str], None]) -> DemoModels:
         models = DemoModels(deployment="anthropic", llm="Anthropic API")
     else:
         found = find_local_instruct_model()
+        if found is None and hub_reachable():
+            found = download_instruct_model(log)
         if found is not None:
             repo, snap = found
             models = DemoModels(deployment="vllm-local", llm=f"{repo} on local vLLM", vllm_model=snap, served_name=repo)
@@ -145,6 +193,8 @@ def choose_models(work: Path, log: Callable[[str], None]) -> DemoModels:
                                 vllm_model=build_tiny_llm(log), served_name=TINY_LLM_NAME,
                                 stand_ins=("tiny LLM",))
     clap = find_official_clap()
+    if clap is None and hub_reachable():
+        clap = download_official_clap(log)
     if clap is not None:
         models.clap_checkpoint, models.clap_tokenizer = clap
     else:

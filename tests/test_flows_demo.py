@@ -52,3 +52,21 @@ def test_offline_without_models_uses_stand_ins_and_says_so(tmp_path, monkeypatch
 
 def test_note_is_empty_with_real_models():
     assert DemoModels(deployment="openai", llm="OpenAI API").note == ""
+
+
+def test_hub_probe_is_not_tried_offline_and_fails_fast_on_a_closed_port(monkeypatch):
+    import socket
+    import time
+
+    from flows.demo import hub_reachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_reachable() is False
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    assert hub_reachable(timeout=2.0) is False
+    assert time.monotonic() - start < 5.0

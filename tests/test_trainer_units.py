@@ -30,7 +30,7 @@ def test_config_layers_defaults_method_yaml_cli(tmp_path):
 @pytest.mark.parametrize("override, word", [
     (["shots=many"], "'shots'"), (["bogus=1"], "bogus"), (["method=clip"], "method"),
     (["batch_size=0"], "batch_size"), (["sept_intra=false", "sept_inter=false"], "sept_intra"),
-    (["epochs"], "key=value"),
+    (["epochs"], "key=value"), (["crop=random"], "crop"),
 ])
 def test_config_errors_name_the_parameter(override, word):
     with pytest.raises(ConfigError, match=word):

@@ -39,7 +39,7 @@ class TrainConfig:
     logit_scale: float | None = None       # None: CLAP's own exp(logit_scale_a)
     # audio-embedding cache
     cache_dir: str = ".sept/audio-cache"
-    crop: str = "deterministic"            # clips over 10 s: centered 10 s window
+    crop: str = "deterministic"            # clips over 10 s: centered 10 s window (the only cacheable policy)
     # learner
     method: str = "coop"                   # zeroshot | coop | kgcoop | palm
     templates: str = "default"             # template set for zero-shot and KgCoOp's anchor
@@ -197,7 +197,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.n_ctx >= 1, "n_ctx", "must be >= 1"),
         (cfg.neighbor_budget >= 1, "neighbor_budget", "must be >= 1"),
         (cfg.sept_lambda >= 0, "sept_lambda", "must be >= 0"),
-        (cfg.crop in ("deterministic", "random"), "crop", "must be deterministic or random"),
+        # the audio cache keeps one embedding per clip: a random crop would be frozen at its first draw
+        (cfg.crop == "deterministic", "crop",
+         "must be deterministic (audio embeddings are cached once per clip, so a random crop would not vary)"),
         (cfg.lr_schedule in ("constant", "cosine"), "lr_schedule", "must be constant or cosine"),
         (cfg.n_base is None or cfg.n_base >= 1, "n_base", "must be >= 1"),
         (cfg.sept_intra or cfg.sept_inter, "sept_intra/sept_inter", "at least one must be true"),

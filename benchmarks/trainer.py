@@ -149,7 +149,6 @@ def main() -> None:
             palm_steps.append(timed(run_epoch, run, 100 + i, audio=palm_audio, max_steps=1)[1])
         finally:
             bb.model.eval()
-    gather_step = gather[0] / args.palm_steps
     epoch_cached_est = statistics.median(cached_steps) * steps + t_read
     epoch_palm = statistics.median(palm_steps) * steps
     print("\nP1  audio-embedding cache vs PALM-style audio")

@@ -14,7 +14,7 @@ import pytest
 
 from fixtures_llm import REPO, VLLM_PYTHON
 from pipeline.generate import GenerationSettings, generate_all
-from pipeline.llm import BackendError, ChatRequest, NeighborReply, ResponseCache, make_backend, parse_reply
+from pipeline.llm import BackendError, ChatRequest, NeighborReply, ResponseCache, make_backend
 from prompts import load_prompt
 
 pytestmark = pytest.mark.slow

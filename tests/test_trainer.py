@@ -14,7 +14,7 @@ from trainer.audio_cache import AudioCache
 from trainer.config import make_config
 from trainer.data import few_shot, load_dataset, relabel
 from trainer.learners import CoOp, KgCoOp, Palm, ZeroShot, build_learner
-from trainer.train import (TrainError, evaluate_run, load_checkpoint, predict_logits, remember_backbone,
+from trainer.train import (TrainError, load_checkpoint, predict_logits, remember_backbone,
                            train)
 
 NEIGHBORS = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainer.config import ConfigError, make_config
-from trainer.data import DataError, base_new_split, check_audio_files, few_shot, load_dataset, read_csv, relabel
+from trainer.data import DataError, base_new_split, few_shot, load_dataset, read_csv, relabel
 from trainer.metrics import classification_metrics, harmonic_mean, summarize
 from trainer.sept_loss import NeighborSampler, SeptLoss, sept_terms
 

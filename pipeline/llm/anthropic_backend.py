@@ -5,14 +5,13 @@ No `n`: several samples are several requests. SDK retries are off; see `pipeline
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
 import os
 from typing import Any
 
-from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.backend import BackendError, ChatRequest, HTTPBackend, Sample, TransientError, parse_retry_after, scrub
 from pipeline.llm.schema import REPLY_JSON_SCHEMA
 
 TOOL_NAME = "record_neighbors"
@@ -48,7 +47,7 @@ def _takes_temperature(client) -> bool:
     return _takes_temperature_of(type(client.messages).create)
 
 
-class AnthropicBackend(LLMBackend):
+class AnthropicBackend(HTTPBackend):
     """kind "anthropic": key from ANTHROPIC_API_KEY; `base_url` for a proxy or gateway."""
 
     kind = "anthropic"
@@ -60,23 +59,17 @@ class AnthropicBackend(LLMBackend):
             raise BackendError("backend 'anthropic' needs the environment variable ANTHROPIC_API_KEY")
         self.base_url = base_url
         self.timeout = float(timeout)
-        self._loop = self._http = None
         from anthropic.types import Message  # noqa: F401 - SDK models built now, not in the first request
 
-    def _client(self):
-        # one client per event loop, as in the OpenAI backend
+    def _make_client(self):
         import anthropic
 
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            client = anthropic.AsyncAnthropic(
-                api_key=os.environ["ANTHROPIC_API_KEY"],
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
-            )
-            self._loop, self._http = loop, client
-        return self._http
+        return anthropic.AsyncAnthropic(
+            api_key=os.environ["ANTHROPIC_API_KEY"],
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,
+        )
 
     async def complete(self, request: ChatRequest) -> list[Sample]:
         if request.n != 1:
@@ -119,18 +112,4 @@ class AnthropicBackend(LLMBackend):
         # No tool call: judge whatever text came back (it may still be JSON, or a refusal in prose).
         return [Sample(text=text or None, finish_reason=stop)]
 
-    def __getstate__(self) -> dict[str, Any]:
-        # picklable for process pools and task result storage; clients are per process and loop
-        return {**self.__dict__, "_loop": None, "_http": None}
 
-    async def aclose(self) -> None:
-        """Close this event loop's client; the backend stays usable (a new client is made on
-        the next request). A client of a loop that is already closed is simply dropped."""
-        client, loop = self._http, self._loop
-        self._loop = self._http = None
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if client is not None and loop is current:
-            await client.close()

@@ -6,6 +6,7 @@ and the schema check live in `pipeline.generate`, so every request is counted in
 """
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import re
@@ -122,6 +123,45 @@ class LLMBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+class HTTPBackend(LLMBackend):
+    """A backend that talks to an HTTP API through an async SDK client.
+
+    An async client belongs to the event loop it was made on, and flows may call asyncio.run()
+    once per class: a new loop gets a new client. Loops are compared by identity, not id(),
+    which a new loop may reuse from a closed one.
+    """
+
+    def __init__(self, model: str):
+        super().__init__(model)
+        self._loop = self._http = None
+
+    def _make_client(self):
+        """A new SDK client for the running loop (SDK retries off: the retry policy is ours)."""
+        raise NotImplementedError
+
+    def _client(self):
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._loop is not loop:
+            self._loop, self._http = loop, self._make_client()
+        return self._http
+
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable for process pools and task result storage; clients are per process and loop
+        return {**self.__dict__, "_loop": None, "_http": None}
+
+    async def aclose(self) -> None:
+        """Close this event loop's client; the backend stays usable (a new client is made on
+        the next request). A client of a loop that is already closed is simply dropped."""
+        client, loop = self._http, self._loop
+        self._loop = self._http = None
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if client is not None and loop is current:
+            await client.close()
 
 
 def make_backend(backend: str, model: str, base_url: str | None = None, **options: Any) -> LLMBackend:

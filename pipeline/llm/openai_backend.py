@@ -6,12 +6,11 @@ retry policy so every request is counted and every wait honours Retry-After.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Any
 
-from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.backend import BackendError, ChatRequest, HTTPBackend, Sample, TransientError, parse_retry_after, scrub
 from pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
 
 
@@ -37,7 +36,7 @@ def _classify(e: Exception) -> Exception:
     return e
 
 
-class OpenAIBackend(LLMBackend):
+class OpenAIBackend(HTTPBackend):
     """kind "openai": api.openai.com (or `base_url`), key from OPENAI_API_KEY.
     kind "vllm": a vLLM OpenAI-compatible server at `base_url`, key from VLLM_API_KEY if set."""
 
@@ -60,27 +59,19 @@ class OpenAIBackend(LLMBackend):
         self.base_url = base_url
         self.timeout = float(timeout)
         self.strict = strict
-        self._loop = self._http = None
         # The SDK builds hundreds of pydantic models on first use; pay that here, not inside
         # the first request of a run.
         from openai.types.chat import ChatCompletion  # noqa: F401
 
-    def _client(self):
-        # An async HTTP client belongs to the event loop it was made on, and flows may call
-        # asyncio.run() once per class: a new loop gets a new client. Loops are compared by
-        # identity, not id(), which a new loop may reuse from a closed one.
+    def _make_client(self):
         import openai
 
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            client = openai.AsyncOpenAI(
-                api_key=os.environ.get(self._key_env) or "EMPTY",
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
-            )
-            self._loop, self._http = loop, client
-        return self._http
+        return openai.AsyncOpenAI(
+            api_key=os.environ.get(self._key_env) or "EMPTY",
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,
+        )
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -129,18 +120,4 @@ class OpenAIBackend(LLMBackend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model}
 
-    def __getstate__(self) -> dict[str, Any]:
-        # picklable for process pools and task result storage; clients are per process and loop
-        return {**self.__dict__, "_loop": None, "_http": None}
 
-    async def aclose(self) -> None:
-        """Close this event loop's client; the backend stays usable (a new client is made on
-        the next request). A client of a loop that is already closed is simply dropped."""
-        client, loop = self._http, self._loop
-        self._loop = self._http = None
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if client is not None and loop is current:
-            await client.close()

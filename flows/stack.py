@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = REPO_ROOT / "flows" / "prefect.yaml"
 BACKENDS = ("vllm", "vllm-offline", "openai", "anthropic")
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_ANTHROPIC_MODEL = "claude-3-5-haiku-latest"
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 
 
 class StackError(RuntimeError):

@@ -53,7 +53,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
     dataset_root: Optional[str] = typer.Option(None, "--dataset-root", help="Dataset folder in PALM layout (train.csv, test.csv)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="LAION-CLAP checkpoint file."),
-    method: Optional[str] = typer.Option(None, "--method", help="zeroshot | coop | kgcoop | palm"),
+    method: Optional[str] = typer.Option(None, "--method", help="zeroshot | coop | cocoop | kgcoop | palm"),
     neighbors: Optional[str] = typer.Option(None, "--neighbors", help="Neighbor version DATASET@REF: adds the SEPT term."),
     fold: Optional[int] = typer.Option(None, "--fold", help="Use csv_files/train_<k>.csv and test_<k>.csv."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one run each plus a mean ± std summary."),

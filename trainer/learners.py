@@ -7,10 +7,17 @@ One interface, `Learner.forward(texts, owners) -> [N, 512]` unit-norm:
 Neighbors go through the same call as their classes, which is what SEPT needs. Learners that
 keep per-class parameters (PALM) read `owners`; the others ignore it.
 
+A *conditional* learner (`conditional = True`, CoCoOp) builds its prompts from audio as well:
+`forward(texts, owners, condition)` takes audio features condition [B, 512] and returns one
+embedding per (clip, text), [B, N, 512]. The loop and evaluation check the flag to score each
+clip against its own class embeddings.
+
 The CLAP backbone stays frozen and in eval mode (no dropout), so a learner's output depends
 only on its own parameters. Adding a method = one class here + one entry in LEARNERS.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -19,6 +26,7 @@ import torch.nn.functional as F
 
 class Learner(nn.Module):
     trainable = True
+    conditional = False       # True: forward also takes audio features and returns [B, N, 512]
 
     def __init__(self, backbone, classes: list[str], cfg):
         super().__init__()
@@ -136,6 +144,51 @@ class CoOp(Learner):
         return self.backbone.encode_token_embeddings(inputs, mask)
 
 
+class CoCoOp(CoOp):
+    """CoCoOp (Zhou et al., CVPR 2022): CoOp's context plus an instance-conditional token bias.
+
+    A Meta-Net maps the audio feature x [512] of a clip to pi(x) [768] (Linear 512 -> 32, ReLU,
+    Linear 32 -> 768), added to every context vector: ctx_j(x) = ctx_j + pi(x). Each clip gets its
+    own prompts, so logits for clip b are scale * cos(audio_b, z_b,c) with z_b,c [B, C, 512]: a
+    step costs B x C text-encoder passes (CoOp: C), which is why the paper trains with batch 1.
+
+    With SEPT, class and neighbor embeddings entering L_intra / L_inter go through one prompt
+    conditioned on the batch's mean audio feature (renormalized, so the Meta-Net sees an input on
+    the sphere it is trained on): a class and its neighbors still share the very same prompt, and
+    the SEPT term costs C + S passes per step whatever the batch size (a CoOp step with SEPT
+    costs the same), not B x (C + S).
+
+    Context initialization as CoOp (random, or the words of `ctx_init`); the Meta-Net has
+    PyTorch's default initialization, as in the reference implementation.
+    """
+
+    conditional = True
+
+    def __init__(self, backbone, classes, cfg):
+        super().__init__(backbone, classes, cfg)
+        D, W = backbone.embed_dim, backbone.text_dim
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(D, D // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(D // 16, W)),
+        ])).to(backbone.device)
+
+    def forward(self, texts, owners=None, condition=None):
+        """texts [N], audio features condition [B, 512] -> unit-norm embeddings [B, N, 512]."""
+        if condition is None:
+            raise ValueError("CoCoOp prompts depend on the audio: pass condition, audio features [B, 512]")
+        inputs, mask = self.prompts(texts)                                     # [N, L, 768], [N, L]
+        bias = self.meta_net(condition.to(self.ctx.device, self.ctx.dtype))    # [B, 768]
+        B, (N, L, _) = bias.shape[0], inputs.shape
+        # the bias lands on the context positions only (after <s>); elsewhere it is multiplied
+        # by an exact 0, so a zero Meta-Net output gives CoOp's prompts bit for bit
+        at_ctx = torch.zeros(L, 1, device=inputs.device, dtype=inputs.dtype)
+        at_ctx[1:1 + self.n_ctx] = 1
+        shifted = inputs.unsqueeze(0) + bias[:, None, None, :] * at_ctx       # [B, N, L, 768]
+        z = self.backbone.encode_token_embeddings(shifted.flatten(0, 1), mask.repeat(B, 1))
+        return z.view(B, N, -1)
+
+
 class KgCoOp(CoOp):
     """KgCoOp: CoOp + weight * mean_i ||z_i - z0_i||^2 toward the frozen template embedding z0."""
 
@@ -182,6 +235,7 @@ class Palm(Learner):
 LEARNERS: dict[str, type[Learner]] = {
     "zeroshot": ZeroShot,
     "coop": CoOp,
+    "cocoop": CoCoOp,
     "kgcoop": KgCoOp,
     "palm": Palm,
 }

@@ -156,16 +156,32 @@ class Run:
 
 
 def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: torch.Tensor | None):
-    """One step's loss: CE over the learner's classes + learner regularizer + SEPT on `chunk`."""
+    """One step's loss: CE over the learner's classes + learner regularizer + SEPT on `chunk`.
+
+    audio [B, D]. A conditional learner (CoCoOp) gives each clip its own class embeddings
+    [B, C, D]; its SEPT term uses one prompt conditioned on the batch's mean audio feature.
+    """
     owners = torch.arange(len(run.classes))
-    z = run.learner(run.classes, owners)                                   # [C, D]
-    logits = run.logit_scale * audio.to(z.dtype) @ z.t()                   # [B, C]
+    if run.learner.conditional:
+        zb = run.learner(run.classes, owners, condition=audio)             # [B, C, D]
+        logits = run.logit_scale * torch.einsum("bd,bcd->bc", audio.to(zb.dtype), zb)
+        loss_z, loss_texts = zb.flatten(0, 1), run.classes * len(audio)
+    else:
+        z = run.learner(run.classes, owners)                               # [C, D]
+        logits = run.logit_scale * audio.to(z.dtype) @ z.t()               # [B, C]
+        loss_z, loss_texts = z, run.classes
     ce = F.cross_entropy(logits.float(), labels)
-    loss = ce + run.learner.regularizer(run.classes, z)
+    loss = ce + run.learner.regularizer(loss_texts, loss_z)
     parts = {"ce": ce.item()}
     if run.neighbors is not None and chunk is not None:
         texts, n_owners, margins = run.neighbors.take(chunk)
-        p = run.learner(texts, n_owners)                                   # [S, D]
+        if run.learner.conditional:
+            # classes and neighbors through the same prompt, conditioned once per batch: C + S passes
+            mean = F.normalize(audio.float().mean(0, keepdim=True), dim=-1)            # [1, D]
+            both = run.learner(run.classes + texts, torch.cat([owners, n_owners]), condition=mean)[0]
+            z, p = both[:len(run.classes)], both[len(run.classes):]                     # [C, D], [S, D]
+        else:
+            p = run.learner(texts, n_owners)                               # [S, D]
         sept, terms = run.sept(z, p, n_owners, margins)
         loss = loss + sept
         parts.update(terms)
@@ -207,11 +223,29 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
 
 # --------------------------------------------------------------------------- evaluation
 
+# Conditional learners encode clips x classes prompts; this bounds one text-encoder call.
+PROMPTS_PER_CALL = 1024
+
+
 @torch.no_grad()
-def predict_logits(learner: Learner, features: torch.Tensor, classes: list[str], logit_scale: float) -> torch.Tensor:
-    """Audio features [N, D] -> logits [N, C] = scale * a @ z^T over the label space `classes`."""
-    z = learner(classes, learner.class_owners(classes)).float()             # [C, D]
-    return logit_scale * features.to(z.device).float() @ z.t()
+def predict_logits(learner: Learner, features: torch.Tensor, classes: list[str], logit_scale: float,
+                   prompts_per_call: int = PROMPTS_PER_CALL) -> torch.Tensor:
+    """Audio features [N, D] -> logits [N, C] = scale * a @ z^T over the label space `classes`.
+
+    A conditional learner's z depends on the clip ([N, C, D] in all), so clips go through it in
+    chunks of max(1, prompts_per_call // C).
+    """
+    owners = learner.class_owners(classes)
+    if not learner.conditional:
+        z = learner(classes, owners).float()                                # [C, D]
+        return logit_scale * features.to(z.device).float() @ z.t()
+    per_call = max(1, prompts_per_call // len(classes))
+    logits = []
+    for start in range(0, len(features), per_call):
+        audio = features[start:start + per_call]
+        z = learner(classes, owners, condition=audio).float()              # [b, C, D]
+        logits.append(logit_scale * torch.einsum("bd,bcd->bc", audio.to(z.device).float(), z))
+    return torch.cat(logits) if logits else features.new_zeros((0, len(classes)))
 
 
 def evaluate(learner: Learner, features: torch.Tensor, labels: list[int], classes: list[str],

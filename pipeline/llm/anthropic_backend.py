@@ -11,7 +11,14 @@ import json
 import os
 from typing import Any
 
-from pipeline.llm.backend import BackendError, ChatRequest, HTTPBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.backend import (
+    BackendError,
+    ChatRequest,
+    HTTPBackend,
+    Sample,
+    TransientError,
+    classify_sdk_error,
+)
 from pipeline.llm.schema import REPLY_JSON_SCHEMA
 
 TOOL_NAME = "record_neighbors"
@@ -20,22 +27,7 @@ TOOL_NAME = "record_neighbors"
 def _classify(e: Exception) -> Exception:
     import anthropic
 
-    if isinstance(e, anthropic.APITimeoutError):
-        return TransientError("timeout")
-    if isinstance(e, anthropic.APIConnectionError):
-        return TransientError(scrub(f"connection_error: {e}"))
-    if isinstance(e, anthropic.APIStatusError):
-        status = e.status_code
-        detail = scrub(str(e.message))[:300]
-        # 529 is Anthropic's "overloaded"
-        if status in (408, 409, 429) or status >= 500:
-            return TransientError(f"http_{status}: {detail}", parse_retry_after(e.response.headers))
-        return BackendError(f"http_{status}: {detail}")
-    if isinstance(e, anthropic.APIResponseValidationError):
-        return TransientError(scrub(f"bad_response: {e}")[:300])
-    if isinstance(e, json.JSONDecodeError):
-        return TransientError(f"bad_response: body is not JSON ({e.msg})")
-    return e
+    return classify_sdk_error(e, anthropic)
 
 
 @functools.cache

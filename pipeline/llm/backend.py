@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import re
 import time
@@ -123,6 +124,28 @@ class LLMBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
+
+
+def classify_sdk_error(e: Exception, sdk: Any) -> Exception:
+    """Map an exception of the `openai` or `anthropic` SDK (same exception hierarchy) to
+    TransientError (retry) or BackendError (don't), scrubbed of keys; others pass through."""
+    if isinstance(e, sdk.APITimeoutError):
+        return TransientError("timeout")
+    if isinstance(e, sdk.APIConnectionError):
+        return TransientError(scrub(f"connection_error: {e}"))
+    if isinstance(e, sdk.APIStatusError):
+        status = e.status_code
+        detail = scrub(str(e.message))[:300]
+        # 408/409/429 and every 5xx (Anthropic's "overloaded" is 529) are worth another try
+        if status in (408, 409, 429) or status >= 500:
+            return TransientError(f"http_{status}: {detail}", parse_retry_after(e.response.headers))
+        return BackendError(f"http_{status}: {detail}")
+    if isinstance(e, sdk.APIResponseValidationError):
+        return TransientError(scrub(f"bad_response: {e}")[:300])
+    if isinstance(e, json.JSONDecodeError):
+        # a body that is not JSON at all (garbage from a proxy or a broken server)
+        return TransientError(f"bad_response: body is not JSON ({e.msg})")
+    return e
 
 
 class HTTPBackend(LLMBackend):

@@ -6,34 +6,24 @@ retry policy so every request is counted and every wait honours Retry-After.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from pipeline.llm.backend import BackendError, ChatRequest, HTTPBackend, Sample, TransientError, parse_retry_after, scrub
+from pipeline.llm.backend import (
+    BackendError,
+    ChatRequest,
+    HTTPBackend,
+    Sample,
+    TransientError,
+    classify_sdk_error,
+)
 from pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
 
 
 def _classify(e: Exception) -> Exception:
-    """Map an `openai` SDK exception to TransientError / BackendError, scrubbed of keys."""
     import openai
 
-    if isinstance(e, openai.APITimeoutError):
-        return TransientError("timeout")
-    if isinstance(e, openai.APIConnectionError):
-        return TransientError(scrub(f"connection_error: {e}"))
-    if isinstance(e, openai.APIStatusError):
-        status = e.status_code
-        detail = scrub(str(e.message))[:300]
-        if status == 429 or status == 408 or status == 409 or status >= 500:
-            return TransientError(f"http_{status}: {detail}", parse_retry_after(e.response.headers))
-        return BackendError(f"http_{status}: {detail}")
-    if isinstance(e, openai.APIResponseValidationError):
-        return TransientError(scrub(f"bad_response: {e}")[:300])
-    if isinstance(e, json.JSONDecodeError):
-        # a body that is not JSON at all (garbage from a proxy or a broken server)
-        return TransientError(f"bad_response: body is not JSON ({e.msg})")
-    return e
+    return classify_sdk_error(e, openai)
 
 
 class OpenAIBackend(HTTPBackend):

@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from pipeline.generate import GenerationSettings, generate_all  # noqa: E402
-from pipeline.llm import ResponseCache, make_backend  # noqa: E402
-from prompts import load_prompt  # noqa: E402
+from sept.pipeline.generate import GenerationSettings, generate_all  # noqa: E402
+from sept.pipeline.llm import ResponseCache, make_backend  # noqa: E402
+from sept.prompts import load_prompt  # noqa: E402
 
 
 async def bare_client(base_url: str, classes: list[str], concurrency: int) -> float:

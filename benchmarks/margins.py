@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from neighbor_store.records import NeighborRecord  # noqa: E402
-from pipeline.margins import compute_margins, margins_from_embeddings  # noqa: E402
-from prompts import load_templates  # noqa: E402
+from sept.neighbor_store.records import NeighborRecord  # noqa: E402
+from sept.pipeline.margins import compute_margins, margins_from_embeddings  # noqa: E402
+from sept.prompts import load_templates  # noqa: E402
 
 QUALITIES = ["distant", "loud", "muffled", "sharp", "faint", "echoing", "rhythmic", "soft", "metallic", "harsh"]
 SETTINGS = ["indoors", "in the rain", "at night", "in a busy street", "in a small room", "far away",
@@ -39,7 +39,7 @@ PATTERNS = ["{q} {c}", "{c} {s}", "{q} {c} {s}", "sound of {c}", "{c} noise", "{
 def make_dataset(n_classes: int, n_neighbors: int) -> tuple[list[str], list[NeighborRecord]]:
     """ESC-50's class names (the bundled list, repeated with a suffix beyond 50) and neighbor
     phrases of realistic length, all distinct."""
-    from pipeline.datasets import bundled_classes
+    from sept.pipeline.datasets import bundled_classes
 
     esc50 = bundled_classes("esc50")
     classes = [esc50[i % 50] + ("" if i < 50 else f" {i // 50}") for i in range(n_classes)]
@@ -58,7 +58,7 @@ def laion_clap_module(backbone):
     from the hub; the object below runs the unchanged `get_text_embedding` of the library on the
     very same weights.
     """
-    from trainer.backbone import import_laion_clap
+    from sept.clap import import_laion_clap
 
     laion_clap = import_laion_clap()
     module = laion_clap.CLAP_Module.__new__(laion_clap.CLAP_Module)
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
-    from trainer.backbone import load_backbone
-    from trainer.tiny_models import write_random_checkpoint, write_tokenizer
+    from sept.clap import load_backbone
+    from sept.clap.tiny import write_random_checkpoint, write_tokenizer
 
     templates = load_templates(args.templates)
     classes, neighbors = make_dataset(args.classes, args.neighbors)

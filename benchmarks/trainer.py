@@ -64,17 +64,17 @@ def main() -> None:
     torch.manual_seed(0)
 
     from fixtures_audio import write_palm_dataset
-    from neighbor_store import NeighborRecord
-    from pipeline.margins import compute_margins
-    from prompts import load_templates
-    from trainer.audio_cache import AudioCache
-    from trainer.backbone import import_laion_clap, load_backbone, read_audio, to_clap_rate
-    from trainer.config import make_config
-    from trainer.data import few_shot, load_dataset
-    from trainer.learners import build_learner
-    from trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss, sept_terms
-    from trainer.tiny_models import write_random_checkpoint, write_tokenizer
-    from trainer.train import Run, run_epoch
+    from sept.neighbor_store import NeighborRecord
+    from sept.pipeline.margins import compute_margins
+    from sept.prompts import load_templates
+    from sept.trainer.audio_cache import AudioCache
+    from sept.clap import import_laion_clap, load_backbone, read_audio, to_clap_rate
+    from sept.trainer.config import make_config
+    from sept.trainer.data import few_shot, load_dataset
+    from sept.trainer.learners import build_learner
+    from sept.trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss, sept_terms
+    from sept.clap.tiny import write_random_checkpoint, write_tokenizer
+    from sept.trainer.train import Run, run_epoch
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

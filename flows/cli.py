@@ -15,7 +15,7 @@ _PORT = typer.Option(4200, "--port", help="Port of the Prefect server (loopback)
 
 
 def _config(dir: Optional[Path], **kw):
-    from flows.stack import StackConfig
+    from sept.flows.stack import StackConfig
 
     if dir is not None:
         kw["root"] = dir
@@ -47,11 +47,11 @@ def stack_up(
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for each part."),
 ) -> None:
     """Bring the stack up; a healthy stack is left as it is."""
-    from flows.stack import Stack, StackError
+    from sept.flows.stack import Stack, StackError
 
     try:
         if tiny_llm:
-            from flows.demo import TINY_LLM_NAME, DemoError, build_tiny_llm
+            from sept.flows.demo import TINY_LLM_NAME, DemoError, build_tiny_llm
 
             if vllm_model is not None or vllm_url:
                 raise StackError("--tiny-llm serves the stand-in model: leave out --vllm-model and --vllm-url")
@@ -77,7 +77,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(dir: Optional[Path] = _DIR) -> None:
     """Stop what `stack up` started, and nothing else."""
-    from flows.stack import Stack
+    from sept.flows.stack import Stack
 
     stack = Stack(_config(dir), log=lambda m: typer.echo(m, err=True))
     stopped = stack.down()
@@ -90,7 +90,7 @@ def stack_status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Show each part, its pid, health and log; exit 1 when the stack is not up."""
-    from flows.stack import Stack
+    from sept.flows.stack import Stack
 
     status = Stack(_config(dir)).status()
     if as_json:
@@ -104,7 +104,7 @@ def stack_status(
 @stack_app.command("env")
 def stack_env(dir: Optional[Path] = _DIR) -> None:
     """Print the `export` lines that point the prefect CLI at the stack."""
-    from flows.stack import Stack
+    from sept.flows.stack import Stack
 
     env_file = Stack(_config(dir)).root / "env.sh"
     if not env_file.exists():
@@ -121,7 +121,7 @@ def demo(
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the generation run may take."),
 ) -> None:
     """Bring the stack up and generate neighbors for ESC-50's 50 classes through Prefect."""
-    from flows.demo import DemoError, run_demo
+    from sept.flows.demo import DemoError, run_demo
 
     try:
         run_demo(root=dir, port=port, vllm_port=vllm_port, dataset=dataset, timeout=timeout)

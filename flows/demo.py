@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flows.stack import REPO_ROOT, Stack, StackConfig, StackError
+from sept.flows.stack import REPO_ROOT, Stack, StackConfig, StackError
 
 # small chat models worth serving on a CPU, smallest first
 SMALL_INSTRUCT_MODELS = (
@@ -99,7 +99,7 @@ def find_official_clap() -> tuple[Path, Path | None] | None:
     if ckpt is None:
         return None
     try:
-        from trainer.backbone import find_tokenizer_dir
+        from sept.clap import find_tokenizer_dir
 
         return ckpt.resolve(), find_tokenizer_dir(None)
     except Exception:  # no tokenizer: the official checkpoint is unusable offline
@@ -168,7 +168,7 @@ def build_tiny_clap(folder: Path, log: Callable[[str], None]) -> tuple[Path, Pat
     ckpt, tok = folder / "clap-random.pt", folder / "tokenizer"
     if not ckpt.is_file() or not (tok / "vocab.json").is_file():
         log("writing a random-weight CLAP checkpoint and tokenizer (once) ...")
-        from trainer.tiny_models import write_random_checkpoint, write_tokenizer
+        from sept.clap.tiny import write_random_checkpoint, write_tokenizer
 
         folder.mkdir(parents=True, exist_ok=True)
         write_tokenizer(tok)
@@ -278,7 +278,7 @@ def run_demo(root: Path | None = None, port: int = 4200, vllm_port: int = 8000, 
         raise DemoError("the run completed but did not report a version; see the output above")
     ref = found[-1]
 
-    from neighbor_store import Store
+    from sept.neighbor_store import Store
 
     store_root = Path(stack.deploy_env()["SEPT_STORE"])
     version = Store(store_root).read(ref)

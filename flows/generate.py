@@ -27,8 +27,8 @@ _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from flows.params import ParameterError, clean_params, task_runner as make_task_runner, validate_config  # noqa: E402
-from flows.tasks import (  # noqa: E402
+from sept.flows.params import ParameterError, clean_params, task_runner as make_task_runner, validate_config  # noqa: E402
+from sept.flows.tasks import (  # noqa: E402
     attach_margins_task,
     clap_filter_task,
     dedup_task,
@@ -92,7 +92,7 @@ def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retri
             retry_delay_seconds: float) -> tuple[str, dict]:
     """The stages under the chosen task runner (a flow's runner is fixed when it starts,
     hence a subflow). Returns (reference, summary)."""
-    from pipeline.run import PipelineResult
+    from sept.pipeline.run import PipelineResult
 
     delays = [retry_delay_seconds * (4 ** i) for i in range(max(task_retries, 1))]
     gen = generate_class_task.with_options(retries=task_retries, retry_delay_seconds=delays)
@@ -184,8 +184,8 @@ def generate_neighbors(
     params = dict(locals())
     for flow_only in ("task_runner", "dask_workers", "dask_address", "task_retries", "retry_delay_seconds"):
         params.pop(flow_only)
-    from pipeline.datasets import resolve_classes
-    from prompts import load_prompt
+    from sept.pipeline.datasets import resolve_classes
+    from sept.prompts import load_prompt
 
     logger = get_run_logger()
     if task_retries < 0:

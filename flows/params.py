@@ -39,7 +39,7 @@ def validate_config(params: dict[str, Any]):
     """PipelineConfig from flow parameters; raises ParameterError naming each bad parameter."""
     from pydantic import ValidationError
 
-    from pipeline.run import PipelineConfig, config_error_text
+    from sept.pipeline.run import PipelineConfig, config_error_text
 
     try:
         return PipelineConfig.model_validate(clean_params(params))

@@ -324,7 +324,7 @@ class Stack:
             return
         if not (cfg.vllm_model / "config.json").is_file():
             raise StackError(f"{cfg.vllm_model}: not a model folder (no config.json)")
-        from pipeline.llm.vllm_server import default_vllm_python, vllm_server_command
+        from sept.pipeline.llm.vllm_server import default_vllm_python, vllm_server_command
 
         python = Path(cfg.vllm_python or default_vllm_python())
         if not python.exists():

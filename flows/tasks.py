@@ -2,7 +2,7 @@
 
 They live in an importable module (not in the flow file, which Prefect loads by path) so
 that Dask workers can unpickle them. Tasks take the run's config as a plain dict (JSON
-values) and rebuild PipelineConfig; models come from pipeline.models' per-process caches,
+values) and rebuild PipelineConfig; models come from per-process caches (sept.pipeline.models, sept.clap),
 so a worker loads each model once however many tasks it runs.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ GENERATION_KEY_FIELDS = ("dataset", "backend", "model", "n_per_class", "samples"
 def generation_cache_key(context, parameters: dict[str, Any]) -> str:
     """Prefect cache key of one class's generation: the class, the class list, the prompt
     content and the answer-changing settings; never a client object or an address."""
-    from pipeline.llm.schema import SCHEMA_VERSION
+    from sept.pipeline.llm.schema import SCHEMA_VERSION
 
     run = parameters["run"]
     fields = {
@@ -40,14 +40,14 @@ def generation_cache_key(context, parameters: dict[str, Any]) -> str:
 @task(name="generate-class", cache_key_fn=generation_cache_key, persist_result=True,
       task_run_name="generate {class_name}")
 def generate_class_task(class_name: str, classes: list[str], prompt_ref: str, run: dict[str, Any]):
-    """pipeline.generate.generate_class for one class, holding one slot of `llm-<backend>`.
+    """sept.pipeline.generate.generate_class for one class, holding one slot of `llm-<backend>`.
     Returns its ClassResult; raises RuntimeError naming the class and the reason."""
     from prefect.concurrency.sync import concurrency
 
-    from pipeline.generate import GenerationError, generate_class
-    from pipeline.llm import ResponseCache, make_backend
-    from pipeline.run import PipelineConfig, generation_settings
-    from prompts import load_prompt
+    from sept.pipeline.generate import GenerationError, generate_class
+    from sept.pipeline.llm import ResponseCache, make_backend
+    from sept.pipeline.run import PipelineConfig, generation_settings
+    from sept.prompts import load_prompt
 
     cfg = PipelineConfig.model_validate(run)
     prompt = load_prompt(cfg.prompt)
@@ -74,10 +74,10 @@ def generate_class_task(class_name: str, classes: list[str], prompt_ref: str, ru
 
 @task(name="dedup", cache_policy=NO_CACHE, persist_result=False)
 def dedup_task(candidates: dict[str, list], run: dict[str, Any]):
-    """pipeline.dedup.dedup over every class's candidates (sentence model cached per worker)."""
-    from pipeline.dedup import dedup
-    from pipeline.models import get_sentence_model
-    from pipeline.run import PipelineConfig
+    """sept.pipeline.dedup.dedup over every class's candidates (sentence model cached per worker)."""
+    from sept.pipeline.dedup import dedup
+    from sept.pipeline.models import get_sentence_model
+    from sept.pipeline.run import PipelineConfig
 
     cfg = PipelineConfig.model_validate(run)
     return dedup(candidates, get_sentence_model(cfg.dedup_model), cfg.dedup_threshold)
@@ -85,15 +85,15 @@ def dedup_task(candidates: dict[str, list], run: dict[str, Any]):
 
 @task(name="clap-filter", cache_policy=NO_CACHE, persist_result=False)
 def clap_filter_task(kept: dict[str, list], classes: list[str], run: dict[str, Any]):
-    """pipeline.clap_filter.clap_filter with the run's backbone (cached per worker)."""
-    from pipeline.clap_filter import clap_filter
-    from pipeline.run import PipelineConfig, load_clap
-    from prompts import load_templates
+    """sept.pipeline.clap_filter.clap_filter with the run's backbone (cached per worker)."""
+    from sept.pipeline.clap_filter import clap_filter
+    from sept.pipeline.run import PipelineConfig, load_clap
+    from sept.prompts import load_templates
 
     cfg = PipelineConfig.model_validate(run)
     audio = None
     if cfg.audio_clips_per_class:
-        from pipeline.datasets import palm_clips
+        from sept.pipeline.datasets import palm_clips
 
         audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
     return clap_filter(kept, load_clap(cfg), load_templates(cfg.templates), min_self=cfg.min_self,
@@ -102,10 +102,10 @@ def clap_filter_task(kept: dict[str, list], classes: list[str], run: dict[str, A
 
 @task(name="margins", cache_policy=NO_CACHE, persist_result=False)
 def margins_task(classes: list[str], neighbors: list, run: dict[str, Any]):
-    """pipeline.margins.compute_margins: (encoder fingerprint, margins [C, K], neighbor ids)."""
-    from pipeline.margins import compute_margins
-    from pipeline.run import PipelineConfig, load_clap
-    from prompts import load_templates
+    """sept.pipeline.margins.compute_margins: (encoder fingerprint, margins [C, K], neighbor ids)."""
+    from sept.pipeline.margins import compute_margins
+    from sept.pipeline.run import PipelineConfig, load_clap
+    from sept.prompts import load_templates
 
     cfg = PipelineConfig.model_validate(run)
     backbone = load_clap(cfg)
@@ -116,8 +116,8 @@ def margins_task(classes: list[str], neighbors: list, run: dict[str, Any]):
 @task(name="provenance", cache_policy=NO_CACHE, persist_result=False)
 def provenance_task(run: dict[str, Any]) -> dict[str, Any]:
     """Manifest parameters (pipeline.run.provenance); loads the backbone for its fingerprint."""
-    from pipeline.run import PipelineConfig, load_clap, provenance
-    from prompts import load_prompt, load_templates
+    from sept.pipeline.run import PipelineConfig, load_clap, provenance
+    from sept.prompts import load_prompt, load_templates
 
     cfg = PipelineConfig.model_validate(run)
     return provenance(cfg, load_prompt(cfg.prompt), load_templates(cfg.templates), load_clap(cfg))
@@ -125,8 +125,8 @@ def provenance_task(run: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="write-version", cache_policy=NO_CACHE, persist_result=False)
 def write_version_task(result, run: dict[str, Any]) -> str:
-    """pipeline.run.write_result: the version, then its margins."""
-    from pipeline.run import PipelineConfig, write_result
+    """sept.pipeline.run.write_result: the version, then its margins."""
+    from sept.pipeline.run import PipelineConfig, write_result
 
     return write_result(None, PipelineConfig.model_validate(run), result)
 
@@ -135,11 +135,11 @@ def write_version_task(result, run: dict[str, Any]) -> str:
 def attach_margins_task(ref, checkpoint, tokenizer, amodel, fusion, templates, store_root) -> tuple[str, str]:
     """Margins [C, K] of version `ref` attached under the encoder's fingerprint.
     Returns (fingerprint, resolved reference)."""
-    from neighbor_store import Store
-    from pipeline.margins import compute_margins as margins_of
-    from pipeline.models import get_backbone
-    from pipeline.run import attach_margins
-    from prompts import load_templates
+    from sept.neighbor_store import Store
+    from sept.pipeline.margins import compute_margins as margins_of
+    from sept.clap import get_backbone
+    from sept.pipeline.run import attach_margins
+    from sept.prompts import load_templates
 
     store = Store(store_root)
     version = store.read(ref)

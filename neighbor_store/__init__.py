@@ -5,10 +5,10 @@
     v = store.read(ref); v.by_class()                # accepted neighbors per class, in class order
     store.attach_margins(ref, fingerprint, m, v.neighbor_ids)   # m: [C, K]
 """
-from neighbor_store.errors import IntegrityError, RefError, StoreError, ValidationError
-from neighbor_store.records import KINDS, NeighborRecord, neighbor_id, normalize_text
-from neighbor_store.store import Store, dataset_slug, split_ref
-from neighbor_store.version import Margins, Version
+from sept.neighbor_store.errors import IntegrityError, RefError, StoreError, ValidationError
+from sept.neighbor_store.records import KINDS, NeighborRecord, neighbor_id, normalize_text
+from sept.neighbor_store.store import Store, dataset_slug, split_ref
+from sept.neighbor_store.version import Margins, Version
 
 __all__ = [
     "KINDS",

@@ -13,8 +13,8 @@ from typing import Optional
 
 import typer
 
-from neighbor_store.errors import StoreError
-from neighbor_store.store import Store
+from sept.neighbor_store.errors import StoreError
+from sept.neighbor_store.store import Store
 
 store_app = typer.Typer(
     name="store",
@@ -94,7 +94,7 @@ def import_(
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
 ) -> None:
     """Import a JSONL file of neighbors as a new version; prints its reference last."""
-    from neighbor_store.review import import_file
+    from sept.neighbor_store.review import import_file
 
     with _errors():
         ref, created = import_file(_open(ctx), file, dataset, classes, parent, message, tag)
@@ -228,7 +228,7 @@ def diff(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Per class: neighbors added, removed, and changed (status or text)."""
-    from neighbor_store.diff import diff_versions, format_diff
+    from sept.neighbor_store.diff import diff_versions, format_diff
 
     with _errors():
         s = _open(ctx)
@@ -246,7 +246,7 @@ def checkout(
     directory: Path = typer.Argument(..., help="New or empty directory for the editable copy."),
 ) -> None:
     """Write an editable copy (neighbors.jsonl, rejected.jsonl) of a version for review."""
-    from neighbor_store.review import checkout as do_checkout
+    from sept.neighbor_store.review import checkout as do_checkout
 
     with _errors():
         s = _open(ctx)
@@ -265,8 +265,8 @@ def commit(
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
 ) -> None:
     """Validate an edited checkout and store it as a child version; prints its reference last."""
-    from neighbor_store.review import commit as do_commit
-    from neighbor_store.review import read_checkout
+    from sept.neighbor_store.review import commit as do_commit
+    from sept.neighbor_store.review import read_checkout
 
     with _errors():
         root = _root(ctx) or read_checkout(directory).get("store")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from neighbor_store.records import NeighborRecord
-from neighbor_store.version import Version
+from sept.neighbor_store.records import NeighborRecord
+from sept.neighbor_store.version import Version
 
 
 @dataclass

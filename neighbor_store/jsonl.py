@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from neighbor_store.errors import ValidationError
+from sept.neighbor_store.errors import ValidationError
 
 
 def dumps_line(obj: dict[str, Any]) -> str:

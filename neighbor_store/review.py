@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neighbor_store.errors import StoreError, ValidationError
-from neighbor_store.jsonl import read_jsonl, write_jsonl
-from neighbor_store.records import NeighborRecord, neighbor_id
-from neighbor_store.store import Store, check_classes
-from neighbor_store.version import NEIGHBORS, REJECTED
+from sept.neighbor_store.errors import StoreError, ValidationError
+from sept.neighbor_store.jsonl import read_jsonl, write_jsonl
+from sept.neighbor_store.records import NeighborRecord, neighbor_id
+from sept.neighbor_store.store import Store, check_classes
+from sept.neighbor_store.version import NEIGHBORS, REJECTED
 
 CHECKOUT = ".sept-checkout.json"
 HUMAN_SOURCE = {"backend": "human"}

@@ -30,11 +30,11 @@ from typing import Any
 from filelock import FileLock
 from slugify import slugify
 
-from neighbor_store import redact
-from neighbor_store.errors import IntegrityError, RefError, StoreError, ValidationError
-from neighbor_store.jsonl import dumps_line, read_jsonl
-from neighbor_store.records import NeighborRecord, neighbor_id
-from neighbor_store.version import (
+from sept.neighbor_store import redact
+from sept.neighbor_store.errors import IntegrityError, RefError, StoreError, ValidationError
+from sept.neighbor_store.jsonl import dumps_line, read_jsonl
+from sept.neighbor_store.records import NeighborRecord, neighbor_id
+from sept.neighbor_store.version import (
     MANIFEST,
     MARGINS,
     NEIGHBORS,

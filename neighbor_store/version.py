@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neighbor_store.records import NeighborRecord
+from sept.neighbor_store.records import NeighborRecord
 
 ID_SHOWN = 12  # hex chars of a version id shown in references
 MANIFEST = "manifest.json"

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from neighbor_store.records import NeighborRecord
-from pipeline.dedup import StageResult, keep, reject
-from pipeline.margins import encode_templated
+from sept.neighbor_store.records import NeighborRecord
+from sept.pipeline.dedup import StageResult, keep, reject
+from sept.pipeline.margins import encode_templated
 
 if TYPE_CHECKING:
-    from prompts import TemplateSet
+    from sept.prompts import TemplateSet
 
 DEFAULT_MIN_SELF = 0.5
 DEFAULT_CONFUSER_MARGIN = 0.0

@@ -23,13 +23,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ValidationError, ValueError, FileNotFoundError, KeyError, OSError]
     try:
-        from neighbor_store import StoreError
+        from sept.neighbor_store import StoreError
 
         errors.append(StoreError)
     except ImportError:
         pass
     try:
-        from pipeline.generate import GenerationError
+        from sept.pipeline.generate import GenerationError
 
         errors.append(GenerationError)
     except ImportError:
@@ -40,7 +40,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def _message(e: BaseException) -> str:
     from pydantic import ValidationError
 
-    from pipeline.run import config_error_text
+    from sept.pipeline.run import config_error_text
 
     if isinstance(e, ValidationError):
         return config_error_text(e)
@@ -84,7 +84,7 @@ def generate(
     """
     from pydantic import ValidationError
 
-    from pipeline.run import PipelineConfig, config_error_text
+    from sept.pipeline.run import PipelineConfig, config_error_text
 
     if classes_file is not None and dataset_root is not None:
         _fail("give either --classes-file or --dataset-root, not both")
@@ -107,9 +107,9 @@ def _generate(cfg) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from neighbor_store import Store
-    from pipeline.datasets import resolve_classes
-    from pipeline.run import run_pipeline, write_result
+    from sept.neighbor_store import Store
+    from sept.pipeline.datasets import resolve_classes
+    from sept.pipeline.run import run_pipeline, write_result
 
     console = Console(stderr=True)
     try:
@@ -161,11 +161,11 @@ def margins_compute(
     try:
         if not clap_checkpoint.is_file():
             raise FileNotFoundError(f"--clap-checkpoint: {clap_checkpoint} does not exist")
-        from neighbor_store import Store
-        from pipeline.margins import compute_margins
-        from pipeline.models import get_backbone
-        from pipeline.run import attach_margins
-        from prompts import load_templates
+        from sept.neighbor_store import Store
+        from sept.pipeline.margins import compute_margins
+        from sept.clap import get_backbone
+        from sept.pipeline.run import attach_margins
+        from sept.prompts import load_templates
 
         st = Store(store)
         version = st.read(ref)

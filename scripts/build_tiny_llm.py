@@ -73,7 +73,7 @@ def neighbor_text(rng: random.Random, source: str) -> str:
 
 def examples(n: int, seed: int) -> list[tuple[list[dict], str]]:
     """n (messages, reply) pairs: real generation prompts rendered on made-up class lists."""
-    from prompts import list_prompts, load_prompt
+    from sept.prompts import list_prompts, load_prompt
 
     prompts = [load_prompt(p) for p in list_prompts()]
     rng = random.Random(seed)
@@ -174,7 +174,7 @@ def check(out_dir: Path) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from prompts import load_prompt
+    from sept.prompts import load_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     model = LlamaForCausalLM.from_pretrained(out_dir).eval()

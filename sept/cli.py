@@ -5,10 +5,10 @@ Each part owns its verbs in its own `cli.py` and exposes `register(app)`. Heavy 
 """
 import typer
 
-from flows import cli as flows_cli
-from neighbor_store import cli as store_cli
-from pipeline import cli as pipeline_cli
-from trainer import cli as trainer_cli
+from sept.flows import cli as flows_cli
+from sept.neighbor_store import cli as store_cli
+from sept.pipeline import cli as pipeline_cli
+from sept.trainer import cli as trainer_cli
 
 app = typer.Typer(
     name="sept",

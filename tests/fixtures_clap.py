@@ -11,8 +11,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def clap_tokenizer_dir(tmp_path_factory):
-    from trainer.backbone import TOKENIZER_ENV
-    from trainer.tiny_models import write_tokenizer
+    from sept.clap import TOKENIZER_ENV
+    from sept.clap.tiny import write_tokenizer
 
     directory = write_tokenizer(tmp_path_factory.mktemp("clap-tokenizer"))
     saved = os.environ.get(TOKENIZER_ENV)
@@ -27,7 +27,7 @@ def clap_tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clap_checkpoint(tmp_path_factory):
     """Random-weight HTSAT-tiny CLAP, no fusion, official format (~630 MB)."""
-    from trainer.tiny_models import write_random_checkpoint
+    from sept.clap.tiny import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("clap-checkpoint") / "clap-random.pt", seed=0)
 
@@ -35,7 +35,7 @@ def clap_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def backbone(clap_checkpoint, clap_tokenizer_dir):
     """The session's ClapBackbone (HTSAT-tiny, no fusion, cpu). Frozen: tests must not modify it."""
-    from trainer.backbone import load_backbone
+    from sept.clap import load_backbone
 
     return load_backbone(clap_checkpoint, amodel="HTSAT-tiny", enable_fusion=False,
                          tokenizer=clap_tokenizer_dir, device="cpu")

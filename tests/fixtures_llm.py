@@ -37,7 +37,7 @@ class RunningVLLM:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_llm_dir, tmp_path_factory):
     """A real vLLM OpenAI-compatible server on a free loopback port, serving the tiny model."""
-    from pipeline.llm.vllm_server import VLLMServer
+    from sept.pipeline.llm.vllm_server import VLLMServer
 
     if not VLLM_PYTHON.exists():
         pytest.fail(f"the vLLM environment is missing: {VLLM_PYTHON} (run `make setup-vllm`)")

@@ -21,7 +21,7 @@ def prefect_stack(tmp_path_factory, vllm_server, clap_checkpoint, clap_tokenizer
     """A running `flows.stack.Stack`; stopped (and checked stopped) at the end of the session."""
     import psutil
 
-    from flows.stack import Stack, StackConfig, StackError
+    from sept.flows.stack import Stack, StackConfig, StackError
 
     root = tmp_path_factory.mktemp("prefect-stack")
     cfg = StackConfig(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.demo import run_deployment
-from neighbor_store import RefError, Store
+from sept.flows.demo import run_deployment
+from sept.neighbor_store import RefError, Store
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_dask_task_runner_with_a_two_worker_local_cluster(prefect_stack, vllm_se
 
 
 def test_compute_margins_deployment_attaches_margins_to_an_existing_version(prefect_stack):
-    from neighbor_store.records import NeighborRecord, neighbor_id
+    from sept.neighbor_store.records import NeighborRecord, neighbor_id
 
     store = store_of(prefect_stack)
     classes = ["dog", "cafe/restaurant"]

@@ -3,7 +3,7 @@ from the local HF cache, else the stand-ins, and then the output says the neighb
 meaningful. (The demo run itself is the stack + deployment run covered by test_flows.py.)"""
 from __future__ import annotations
 
-from flows.demo import DemoModels, choose_models, find_local_instruct_model
+from sept.flows.demo import DemoModels, choose_models, find_local_instruct_model
 
 
 def _no_keys(monkeypatch):
@@ -58,7 +58,7 @@ def test_hub_probe_is_not_tried_offline_and_fails_fast_on_a_closed_port(monkeypa
     import socket
     import time
 
-    from flows.demo import hub_reachable
+    from sept.flows.demo import hub_reachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_reachable() is False

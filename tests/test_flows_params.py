@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import ParameterError, clean_params, task_runner, validate_config
+from sept.flows.params import ParameterError, clean_params, task_runner, validate_config
 
 
 def test_unresolved_deployment_placeholder_is_refused_naming_parameter_and_variable():

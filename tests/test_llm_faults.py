@@ -9,9 +9,9 @@ import time
 import pytest
 
 from fault_server import FaultServer
-from pipeline.generate import GenerationError, GenerationSettings, generate_all, generate_class
-from pipeline.llm import ResponseCache, make_backend
-from prompts import load_prompt
+from sept.pipeline.generate import GenerationError, GenerationSettings, generate_all, generate_class
+from sept.pipeline.llm import ResponseCache, make_backend
+from sept.prompts import load_prompt
 
 PROMPT = load_prompt("default")
 CLASSES = ["dog", "cafe/restaurant", "Cough", "Música ñ 鳥"]
@@ -300,7 +300,7 @@ def test_retry_after_pauses_every_request_of_the_run(fault_server):
 def test_backend_serves_several_event_loops(fault_server):
     # one flow task per class runs asyncio.run() per class with the same backend object; without
     # aclose() the old loop's sockets are left to the garbage collector (hence the warnings)
-    from pipeline.llm import ChatRequest
+    from sept.pipeline.llm import ChatRequest
 
     backend = openai_backend(fault_server)
     for _ in range(3):

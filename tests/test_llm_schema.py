@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.llm import REPLY_JSON_SCHEMA, InvalidReply, NeighborReply, ResponseCache, cache_key, parse_reply, scrub
+from sept.pipeline.llm import REPLY_JSON_SCHEMA, InvalidReply, NeighborReply, ResponseCache, cache_key, parse_reply, scrub
 
 VALID = {"neighbors": [{"text": "barking dog", "kind": "acoustic"}, {"text": "puppy yelp", "kind": "subtype"}]}
 
@@ -83,7 +83,7 @@ def test_retry_after_forms():
     import email.utils
     import time
 
-    from pipeline.llm.backend import parse_retry_after
+    from sept.pipeline.llm.backend import parse_retry_after
 
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"retry-after": "0.5", "retry-after-ms": "1500"}) == 1.5

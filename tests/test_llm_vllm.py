@@ -13,9 +13,9 @@ import urllib.request
 import pytest
 
 from fixtures_llm import REPO, VLLM_PYTHON
-from pipeline.generate import GenerationSettings, generate_all
-from pipeline.llm import BackendError, ChatRequest, NeighborReply, ResponseCache, make_backend
-from prompts import load_prompt
+from sept.pipeline.generate import GenerationSettings, generate_all
+from sept.pipeline.llm import BackendError, ChatRequest, NeighborReply, ResponseCache, make_backend
+from sept.prompts import load_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,8 @@ def test_offline_engine_in_the_vllm_environment(tiny_llm_dir, tmp_path):
     assert VLLM_PYTHON.exists(), f"the vLLM environment is missing: {VLLM_PYTHON}"
     script = textwrap.dedent("""
         import asyncio, json, sys
-        from pipeline.llm import ChatRequest, make_backend, parse_reply
-        from prompts import load_prompt
+        from sept.pipeline.llm import ChatRequest, make_backend, parse_reply
+        from sept.prompts import load_prompt
         prompt = load_prompt("default")
         backend = make_backend("vllm-offline", sys.argv[1], max_model_len=2048)
         async def main():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from neighbor_store import Store
-from pipeline import models
-from pipeline.margins import compute_margins
-from prompts import load_prompt, load_templates
+from sept.neighbor_store import Store
+from sept.clap import keep_backbone
+from sept.pipeline.margins import compute_margins
+from sept.prompts import load_prompt, load_templates
 from sept.cli import app
 
 # '/', capitals and unicode must survive generation, storage and margins verbatim
@@ -20,8 +20,7 @@ CLASSES = ["Dog/Bark", "Café à Paris", "rain"]
 def cli_clap(backbone, clap_checkpoint, clap_tokenizer_dir):
     """Let the CLI reuse the session's backbone: `get_backbone(clap_checkpoint)` would load the
     very same checkpoint again (same options, tokenizer from $SEPT_ROBERTA_TOKENIZER)."""
-    for tokenizer in (None, clap_tokenizer_dir):
-        models.keep_backbone(backbone, clap_checkpoint, tokenizer=tokenizer)
+    keep_backbone(backbone)   # keyed by the resolved tokenizer folder, whichever way it was named
     return clap_checkpoint
 
 

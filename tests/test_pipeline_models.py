@@ -10,7 +10,7 @@ def test_sentence_model_is_loaded_once_per_dask_worker_process():
 
     def probe(_):
         # runs inside a worker process: which process, and which model object it got
-        from pipeline.models import get_sentence_model
+        from sept.pipeline.models import get_sentence_model
 
         return os.getpid(), id(get_sentence_model())
 
@@ -26,8 +26,9 @@ def test_sentence_model_is_loaded_once_per_dask_worker_process():
 
 
 def test_sentence_model_and_backbone_are_shared_within_a_process(backbone, clap_checkpoint, clap_tokenizer_dir):
-    from pipeline.models import get_backbone, get_sentence_model, keep_backbone
+    from sept.clap import get_backbone, keep_backbone
+    from sept.pipeline.models import get_sentence_model
 
     assert get_sentence_model() is get_sentence_model(None)
-    keep_backbone(backbone, clap_checkpoint, tokenizer=clap_tokenizer_dir)
+    keep_backbone(backbone)
     assert get_backbone(clap_checkpoint, tokenizer=clap_tokenizer_dir) is backbone

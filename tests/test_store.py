@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neighbor_store import (
+from sept.neighbor_store import (
     IntegrityError,
     NeighborRecord,
     RefError,
@@ -15,8 +15,8 @@ from neighbor_store import (
     ValidationError,
     neighbor_id,
 )
-from neighbor_store.store import _render, prepare_records
-from neighbor_store.version import content_id, sha256_bytes
+from sept.neighbor_store.store import _render, prepare_records
+from sept.neighbor_store.version import content_id, sha256_bytes
 
 CLASSES = ["dog", "cafe/restaurant", "Cough", "city_center"]
 
@@ -273,7 +273,7 @@ def test_store_root_from_environment(tmp_path, monkeypatch):
 
 
 def test_diff_shows_added_removed_status_and_respelled_text(store):
-    from neighbor_store.diff import diff_versions, format_diff
+    from sept.neighbor_store.diff import diff_versions, format_diff
 
     a = store.write_version("esc50", ["dog", "cat"], [rec("dog", "Dog  bark"), rec("dog", "growl"), rec("cat", "meow")])
     b = store.write_version(

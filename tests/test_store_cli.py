@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from neighbor_store import Store, neighbor_id
+from sept.neighbor_store import Store, neighbor_id
 from sept.cli import app
 
 SEPT = Path(sys.executable).parent / "sept"

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
-from neighbor_store import NeighborRecord, Store
+from sept.neighbor_store import NeighborRecord, Store
 
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from neighbor_store import NeighborRecord, Store
+from sept.neighbor_store import NeighborRecord, Store
 
 root, worker, n, size, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 store = Store(root)

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from slugify import slugify
 
-from neighbor_store import NeighborRecord, Store, normalize_text
-from neighbor_store.review import checkout, commit, import_file
+from sept.neighbor_store import NeighborRecord, Store, normalize_text
+from sept.neighbor_store.review import checkout, commit, import_file
 
 names = st.one_of(
     st.sampled_from(["cafe/restaurant", "Cough", "city_center", "Ünïcödé 鳥", " padded ", "a/b/../c", "DOG"]),

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neighbor_store import NeighborRecord, Store
-from trainer.audio_cache import AudioCache
-from trainer.config import make_config
-from trainer.data import few_shot, load_dataset, relabel
-from trainer.learners import CoOp, KgCoOp, Palm, ZeroShot, build_learner
-from trainer.train import (TrainError, load_checkpoint, predict_logits, remember_backbone,
+from sept.neighbor_store import NeighborRecord, Store
+from sept.trainer.audio_cache import AudioCache
+from sept.trainer.config import make_config
+from sept.trainer.data import few_shot, load_dataset, relabel
+from sept.trainer.learners import CoOp, KgCoOp, Palm, ZeroShot, build_learner
+from sept.trainer.train import (TrainError, load_checkpoint, predict_logits, remember_backbone,
                            train)
 
 NEIGHBORS = {
@@ -54,7 +54,7 @@ def test_zero_shot_logits_equal_hand_computation(backbone, palm_dataset, clap_ch
     features = AudioCache(cache_dir, backbone).embed([s.path for s in samples])
     logits = predict_logits(learner, features, ds.classes, backbone.logit_scale)
     # by hand: mean of unit template embeddings, renormalized; audio straight from the backbone
-    from prompts import load_templates
+    from sept.prompts import load_templates
 
     templates = load_templates("default").templates
     text = torch.stack([F.normalize(backbone.encode_text([t.format(c) for t in templates]).mean(0), dim=-1)
@@ -63,7 +63,7 @@ def test_zero_shot_logits_equal_hand_computation(backbone, palm_dataset, clap_ch
     expected = backbone.logit_scale * audio @ text.t()
     assert logits.shape == (4, 4)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
-    single = ZeroShot(backbone, ds.classes, dataclasses.replace(cfg, ensemble=False))
+    single = ZeroShot(backbone, ds.classes, cfg.replace(ensemble=False))
     torch.testing.assert_close(single(["dog"]), backbone.encode_text([templates[0].format("dog")]), atol=1e-6, rtol=0)
 
 
@@ -121,7 +121,7 @@ def test_training_lowers_loss_and_cache_hits_on_second_run(backbone, palm_datase
     results = json.loads((tmp_path / "runs/lower/results.json").read_text())
     assert set(results["metrics"]) == {"all"} and 0 <= results["metrics"]["all"]["accuracy"] <= 1
     assert len(results["history"]) == 3
-    second = train(dataclasses.replace(cfg, epochs=1, run_name="again"), backbone=backbone)
+    second = train(cfg.replace(epochs=1, run_name="again"), backbone=backbone)
     assert (second["cache"]["hits"], second["cache"]["misses"]) == (16, 0)
 
 
@@ -137,7 +137,7 @@ def test_resume_equals_uninterrupted_with_sept_and_store_margins(backbone, palm_
     assert set(full["metrics"]) == {"base", "new", "H"}
     assert full["classes"] == {"base": ["Cough", "cafe/restaurant"], "new": ["dog", "siren"]}
 
-    part = dataclasses.replace(cfg, run_name="parted")
+    part = cfg.replace(run_name="parted")
     stopped = train(part, backbone=backbone, stop_after=1)
     assert stopped["stopped_at_epoch"] == 1
     resumed = train(part, backbone=backbone, resume=True)
@@ -149,7 +149,7 @@ def test_resume_equals_uninterrupted_with_sept_and_store_margins(backbone, palm_
     assert strip(full["history"]) == strip(resumed["history"])
     assert full["metrics"] == resumed["metrics"]
     with pytest.raises(TrainError, match="configuration changed.*lr"):
-        train(dataclasses.replace(part, lr=0.1), backbone=backbone, resume=True)
+        train(part.replace(lr=0.1), backbone=backbone, resume=True)
 
 
 def test_neighbor_version_must_match_dataset_classes(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir):

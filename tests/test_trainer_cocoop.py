@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neighbor_store import NeighborRecord, Store
-from trainer.audio_cache import AudioCache
-from trainer.config import make_config
-from trainer.data import few_shot, load_dataset, relabel
-from trainer.learners import CoCoOp, CoOp, build_learner
-from trainer.train import Run, load_checkpoint, predict_logits, remember_backbone, run_epoch
+from sept.neighbor_store import NeighborRecord, Store
+from sept.trainer.audio_cache import AudioCache
+from sept.trainer.config import make_config
+from sept.trainer.data import few_shot, load_dataset, relabel
+from sept.trainer.learners import CoCoOp, CoOp, build_learner
+from sept.trainer.train import Run, load_checkpoint, predict_logits, remember_backbone, run_epoch
 
 CLASSES = ["Cough", "dog", "siren"]
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import ConfigError, make_config
-from trainer.data import DataError, base_new_split, few_shot, load_dataset, read_csv, relabel
-from trainer.metrics import classification_metrics, harmonic_mean, summarize
-from trainer.sept_loss import NeighborSampler, SeptLoss, sept_terms
+from sept.trainer.config import ConfigError, make_config
+from sept.trainer.data import DataError, base_new_split, few_shot, load_dataset, read_csv, relabel
+from sept.trainer.metrics import classification_metrics, harmonic_mean, summarize
+from sept.trainer.sept_loss import NeighborSampler, SeptLoss, sept_terms
 
 
 # --------------------------------------------------------------------------- config

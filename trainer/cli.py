@@ -21,11 +21,11 @@ def _fail(message: str) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from neighbor_store import StoreError
-    from trainer.backbone import BackboneError
-    from trainer.config import ConfigError
-    from trainer.data import DataError
-    from trainer.train import TrainError
+    from sept.neighbor_store import StoreError
+    from sept.clap import BackboneError
+    from sept.trainer.config import ConfigError
+    from sept.trainer.data import DataError
+    from sept.trainer.train import TrainError
 
     return (ConfigError, DataError, TrainError, StoreError, BackboneError, FileNotFoundError)
 
@@ -62,15 +62,15 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a prompt learner (optionally with SEPT) and evaluate it; writes results JSON per run."""
-    from trainer.config import make_config
+    from sept.trainer.config import make_config
 
     given = {k: v for k, v in dict(dataset_root=dataset_root, checkpoint=checkpoint, method=method,
                                    neighbors=neighbors, fold=fold).items() if v is not None}
     flags = [f"{k}={v}" for k, v in given.items()]
     try:
         cfg = make_config(config, list(overrides or []) + flags)
-        from trainer.train import train as train_run, train_seeds
-        from trainer.metrics import format_summary
+        from sept.trainer.train import train as train_run, train_seeds
+        from sept.trainer.metrics import format_summary
 
         if seeds:
             try:
@@ -98,7 +98,7 @@ def eval_(
 ) -> None:
     """Evaluate a trained run on its test split(s) and on other datasets; writes <run>/eval.json."""
     try:
-        from trainer.train import evaluate_run
+        from sept.trainer.train import evaluate_run
 
         results = evaluate_run(run_dir, targets=list(target or []), epoch=epoch)
     except _known_errors() as e:

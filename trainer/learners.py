@@ -68,7 +68,7 @@ class ZeroShot(Learner):
 
     def __init__(self, backbone, classes, cfg):
         super().__init__(backbone, classes, cfg)
-        from prompts import load_templates
+        from sept.prompts import load_templates
 
         templates = list(load_templates(cfg.templates).templates)
         self.templates = templates if cfg.ensemble else templates[:1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -25,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.audio_cache import AudioCache
-from trainer.config import TrainConfig, config_from_dict
-from trainer.data import AudioDataset, Sample, base_new_split, few_shot, load_dataset, relabel
-from trainer.learners import Learner, build_learner
-from trainer.metrics import classification_metrics, harmonic_mean, summarize
-from trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
+from sept.trainer.audio_cache import AudioCache
+from sept.trainer.config import TrainConfig, config_from_dict
+from sept.trainer.data import AudioDataset, Sample, base_new_split, few_shot, load_dataset, relabel
+from sept.trainer.learners import Learner, build_learner
+from sept.trainer.metrics import classification_metrics, harmonic_mean, summarize
+from sept.trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
 
 BATCH_STREAM = 0x5E97_0001
 # Fields that may change between an interrupted run and its resumption.
@@ -56,7 +57,7 @@ def seed_everything(seed: int) -> None:
 def run_name(cfg: TrainConfig, dataset: str) -> str:
     if cfg.run_name:
         return cfg.run_name
-    from neighbor_store import dataset_slug
+    from sept.neighbor_store import dataset_slug
 
     parts = [dataset_slug(dataset), cfg.method]
     if cfg.fold is not None:
@@ -84,7 +85,7 @@ def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learn
     The version's classes must equal the dataset's. Margins are read from the store under the
     backbone fingerprint, or computed (manual templates `cfg.margin_templates`) and attached.
     """
-    from neighbor_store import Store
+    from sept.neighbor_store import Store
 
     store = Store(cfg.store)
     version = store.read(cfg.neighbors)
@@ -101,8 +102,8 @@ def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learn
     margins = store.read_margins(version.ref, backbone.fingerprint)
     origin = "store"
     if margins is None:
-        from pipeline.margins import compute_margins
-        from prompts import load_templates
+        from sept.clap.margins import compute_margins
+        from sept.prompts import load_templates
 
         templates = load_templates(cfg.margin_templates)
         values = compute_margins(backbone, version.classes, version.neighbors, templates)
@@ -276,7 +277,7 @@ def save_checkpoint(run: Run, run_dir: Path, epoch: int) -> Path:
         "optimizer": run.optimizer.state_dict() if run.optimizer else None,
         "scheduler": run.scheduler.state_dict() if run.scheduler else None,
         "history": run.history,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()},
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -285,8 +286,33 @@ def save_checkpoint(run: Run, run_dir: Path, epoch: int) -> Path:
     return path
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    # numpy's state tuple holds an ndarray, which only full pickle can load: store it as a tensor
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A run checkpoint: tensors and plain types only, loaded without running pickle code.
+
+    `weights_only=True` refuses any other object (a class, a function, an ndarray), so a
+    checkpoint from elsewhere cannot execute code when it is resumed or evaluated."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TrainError(f"{path}: refused, the checkpoint holds objects other than tensors and plain "
+                         f"values, which sept never saves ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError) as e:
+        raise TrainError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "learner" not in state:
+        raise TrainError(f"{path}: not a sept run checkpoint (no 'learner' state)")
+    return state
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
@@ -343,36 +369,23 @@ class _Progress:
             self.bar.console.print(text)
 
 
-# Loaded backbones of this process: seeds, sweeps and evaluations share one frozen CLAP.
-_BACKBONES: dict[tuple, Any] = {}
-
-
-def _backbone_key(checkpoint, amodel: str, enable_fusion: bool, tokenizer_dir, device: str) -> tuple:
-    path = Path(checkpoint).expanduser().resolve()
-    stat = path.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns, amodel, bool(enable_fusion),
-            str(Path(tokenizer_dir).resolve()), str(torch.device(device)))
-
-
 def remember_backbone(backbone) -> None:
     """Make `backbone` the one `load_run_backbone` returns for its checkpoint/options/device."""
-    _BACKBONES[_backbone_key(backbone.checkpoint, backbone.amodel, backbone.enable_fusion,
-                             backbone.tokenizer_dir, str(backbone.device))] = backbone
+    from sept.clap import keep_backbone
+
+    keep_backbone(backbone)
 
 
 def load_run_backbone(cfg: TrainConfig, device: str):
     """The run's frozen CLAP, loaded once per process for a given checkpoint/options/device."""
-    from trainer.backbone import find_tokenizer_dir, load_backbone
+    from sept.clap import get_backbone
 
     if not cfg.checkpoint:
         raise TrainError("parameter 'checkpoint' is required: the path of a LAION-CLAP checkpoint")
     if not Path(cfg.checkpoint).expanduser().is_file():
         raise TrainError(f"CLAP checkpoint not found: {cfg.checkpoint}")
-    key = _backbone_key(cfg.checkpoint, cfg.amodel, cfg.enable_fusion, find_tokenizer_dir(cfg.tokenizer), device)
-    if key not in _BACKBONES:
-        _BACKBONES[key] = load_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
-                                        tokenizer=cfg.tokenizer, device=device)
-    return _BACKBONES[key]
+    return get_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
+                        tokenizer=cfg.tokenizer, device=device)
 
 
 def _embed(cache: AudioCache, samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:
@@ -445,7 +458,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
                 run.scheduler.load_state_dict(state["scheduler"])
             run.history = list(state["history"])
             torch.set_rng_state(state["rng"]["torch"])
-            np.random.set_state(state["rng"]["numpy"])
+            _set_numpy_rng_state(state["rng"]["numpy"])
             random.setstate(state["rng"]["python"])
             start_epoch = state["epoch"]
             progress.log(f"resumed from {path} (epoch {start_epoch})")
@@ -505,9 +518,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
 
 def train_seeds(cfg: TrainConfig, seeds: list[int], **kwargs) -> dict[str, Any]:
     """One run per seed, then summary.json (mean ± std of every headline figure) beside the runs."""
-    import dataclasses
-
-    runs = [train(dataclasses.replace(cfg, seed=s), **kwargs) for s in seeds]
+    runs = [train(cfg.replace(seed=s), **kwargs) for s in seeds]
     summary = {"seeds": seeds, "runs": [r["run_dir"] for r in runs], "summary": summarize(runs)}
     name = Path(runs[0]["run_dir"]).name.rsplit("-seed", 1)[0]
     _atomic_json(Path(cfg.out_dir) / f"{name}-summary.json", summary)

@@ -1,5 +1,5 @@
 """LLM backends behind one interface, the one reply schema, and the on-disk response cache."""
-from pipeline.llm.backend import (
+from sept.pipeline.llm.backend import (
     BACKENDS,
     BackendError,
     ChatRequest,
@@ -9,8 +9,8 @@ from pipeline.llm.backend import (
     make_backend,
     scrub,
 )
-from pipeline.llm.cache import ResponseCache, cache_key, default_cache_dir
-from pipeline.llm.schema import (
+from sept.pipeline.llm.cache import ResponseCache, cache_key, default_cache_dir
+from sept.pipeline.llm.schema import (
     REPLY_JSON_SCHEMA,
     SCHEMA_VERSION,
     InvalidReply,

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from pipeline.llm.backend import (
+from sept.pipeline.llm.backend import (
     BackendError,
     ChatRequest,
     HTTPBackend,
@@ -19,7 +19,7 @@ from pipeline.llm.backend import (
     TransientError,
     classify_sdk_error,
 )
-from pipeline.llm.schema import REPLY_JSON_SCHEMA
+from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA
 
 TOOL_NAME = "record_neighbors"
 

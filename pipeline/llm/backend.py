@@ -200,15 +200,15 @@ def make_backend(backend: str, model: str, base_url: str | None = None, **option
     if "api_key" in options:
         raise ValueError("API keys are read from the environment only (OPENAI_API_KEY, ANTHROPIC_API_KEY, VLLM_API_KEY)")
     if backend in ("openai", "vllm"):
-        from pipeline.llm.openai_backend import OpenAIBackend
+        from sept.pipeline.llm.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model, base_url=base_url, kind=backend, **options)
     if backend == "anthropic":
-        from pipeline.llm.anthropic_backend import AnthropicBackend
+        from sept.pipeline.llm.anthropic_backend import AnthropicBackend
 
         return AnthropicBackend(model, base_url=base_url, **options)
     if backend == "vllm-offline":
-        from pipeline.llm.vllm_offline import VLLMOfflineBackend
+        from sept.pipeline.llm.vllm_offline import VLLMOfflineBackend
 
         if base_url:
             raise ValueError("backend 'vllm-offline' runs in-process and takes no base_url; use backend 'vllm' for a server")

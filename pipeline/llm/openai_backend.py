@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline.llm.backend import (
+from sept.pipeline.llm.backend import (
     BackendError,
     ChatRequest,
     HTTPBackend,
@@ -17,7 +17,7 @@ from pipeline.llm.backend import (
     TransientError,
     classify_sdk_error,
 )
-from pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
+from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
 
 
 def _classify(e: Exception) -> Exception:

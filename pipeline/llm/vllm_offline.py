@@ -12,8 +12,8 @@ import os
 import threading
 from typing import Any
 
-from pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample
-from pipeline.llm.schema import REPLY_JSON_SCHEMA
+from sept.pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample
+from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA
 
 # Engine defaults that work on a CPU-only machine (see the vLLM server launcher for the same set).
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_NO_USAGE_STATS": "1"}

@@ -1,4 +1,4 @@
-"""trainer.backbone: parity with laion-clap's own API on the same random-weight checkpoint,
+"""sept.clap: parity with laion-clap's own API on the same random-weight checkpoint,
 checkpoint formats, tokenizer lookup, fingerprints, audio input handling."""
 import shutil
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from trainer.backbone import (
+from sept.clap import (
     CLIP_SAMPLES, SAMPLE_RATE, TOKENIZER_ENV, BackboneError, BackboneFileError,
     file_sha256, find_tokenizer_dir, fingerprint, load_backbone, load_checkpoint_into, mel_spectrogram,
     offline_hub, read_checkpoint,
@@ -255,7 +255,7 @@ def test_written_tokenizer_has_roberta_specials(clap_tokenizer_dir):
 # ----------------------------------------------------------------------------- fingerprint
 
 def test_fingerprint_follows_content_and_options(backbone, clap_checkpoint, clap_tokenizer_dir, tmp_path):
-    from trainer import backbone as module
+    from sept.clap import factory as module
 
     first = backbone.fingerprint
     assert len(first) == 16 and int(first, 16) >= 0
@@ -296,7 +296,7 @@ def test_unknown_amodel_is_named(clap_checkpoint, clap_tokenizer_dir):
 def test_fusion_backbone_end_to_end(backbone, clap_tokenizer_dir, tmp_path):
     """A fusion checkpoint through load_backbone: short, 10 s and long clips (runs after the
     parity class has freed laion-clap's model)."""
-    from trainer.tiny_models import write_random_checkpoint
+    from sept.clap.tiny import write_random_checkpoint
 
     checkpoint = write_random_checkpoint(tmp_path / "fusion.pt", enable_fusion=True, seed=1)
     with pytest.raises(BackboneError, match="enable_fusion=True"):

@@ -1,5 +1,5 @@
 """Stand-ins for downloaded files, written to disk so tests and the offline demo load them
-through the same path users take (`trainer.backbone.load_backbone`):
+through the same path users take (`sept.clap.load_backbone`):
 
 - `write_tokenizer(dir)`: a byte-level BPE with RoBERTa's special tokens, in place of
   roberta-base's vocab.json + merges.txt;
@@ -70,7 +70,7 @@ def write_random_checkpoint(path: str | Path, amodel: str = "HTSAT-tiny", enable
     the released checkpoints do (laion-clap's own `load_ckpt` deletes that key unconditionally).
     About 630 MB for HTSAT-tiny. The write is atomic; the same arguments give the same bytes.
     """
-    from trainer.backbone import ROBERTA_BASE, build_clap
+    from sept.clap.factory import ROBERTA_BASE, build_clap
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -1,0 +1,208 @@
+"""The frozen CLAP: `ClapBackbone` with its three calls and its fingerprint.
+
+- `encode_text(texts) -> [N, 512]`, batched by token length, each batch padded to its own longest prompt;
+- `encode_audio(clips) -> [N, 512]`, any sample rate / channel count, 10 s windows as laion-clap;
+- the token path of prompt learners: `tokenize`, `token_embedding`,
+  `encode_token_embeddings(inputs_embeds, attention_mask)` (gradients flow to the inputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sept.clap.audio import CLIP_SAMPLES, CROP_MODES, SAMPLE_RATE, mel_spectrogram, read_audio, to_clap_rate, to_mono
+
+CONTEXT_LENGTH = 77           # laion-clap truncates prompts at 77 tokens
+
+
+class ClapBackbone:
+    """A frozen LAION-CLAP (eval mode, no parameter requires grad).
+
+    A plain object, not an nn.Module: a prompt learner may keep a reference to it without
+    the CLAP weights entering the learner's parameters or state dict.
+    """
+
+    embed_dim = 512          # joint audio-text space
+    text_dim = 768           # RoBERTa token width
+    context_length = CONTEXT_LENGTH
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model, model_cfg: dict, tokenizer, *, checkpoint: Path, amodel: str,
+                 enable_fusion: bool, tokenizer_dir: Path, device: str, fingerprint: str):
+        self.model = model
+        self.model_cfg = model_cfg
+        self.tokenizer = tokenizer
+        self.checkpoint = checkpoint
+        self.amodel = amodel
+        self.enable_fusion = enable_fusion
+        self.tokenizer_dir = tokenizer_dir
+        self.device = torch.device(device)
+        self._fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return (f"ClapBackbone(checkpoint={str(self.checkpoint)!r}, amodel={self.amodel!r}, "
+                f"enable_fusion={self.enable_fusion}, device={str(self.device)!r})")
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex chars: checkpoint content + amodel + fusion + tokenizer files, taken at load time."""
+        return self._fingerprint
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(logit_scale_a): CLAP's audio-text temperature."""
+        return float(self.model.logit_scale_a.detach().exp())
+
+    @property
+    def token_embedding(self) -> torch.nn.Embedding:
+        """RoBERTa's word embeddings, [vocab, 768]."""
+        return self.model.text_branch.embeddings.word_embeddings
+
+    # ---- text
+
+    def _check_texts(self, texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        return texts
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        length = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
+        for row, x in enumerate(ids):
+            input_ids[row, :len(x)] = torch.tensor(x, dtype=torch.long)
+            attention_mask[row, :len(x)] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=CONTEXT_LENGTH)["input_ids"]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask: [N, L], L = longest prompt (<= 77), <s> at position 0."""
+        texts = self._check_texts(texts)
+        if not texts:
+            raise ValueError("tokenize needs at least one text")
+        return self._pad(self._token_ids(texts))
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Unit-normalized text embeddings [N, 512] (no grad, eval).
+
+        Identical texts are encoded once; batches are formed by token length so each batch is
+        padded only to its own longest prompt (same result as laion-clap's padding to 77).
+        """
+        texts = self._check_texts(texts)
+        out = torch.empty((len(texts), self.embed_dim), device=self.device)
+        if not texts:
+            return out
+        unique = list(dict.fromkeys(texts))
+        ids = self._token_ids(unique)
+        order = sorted(range(len(unique)), key=lambda i: len(ids[i]))
+        encoded = torch.empty((len(unique), self.embed_dim), device=self.device)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = self._pad([ids[i] for i in rows])
+            encoded[rows] = F.normalize(self.model.encode_text(batch, device=self.device), dim=-1)
+        position = {text: i for i, text in enumerate(unique)}
+        out[:] = encoded[[position[text] for text in texts]]
+        return out
+
+    def encode_token_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[N, L, 768] token embeddings + [N, L] mask -> unit-normalized [N, 512]; gradients flow.
+
+        RoBERTa's pooler reads position 0 (<s>), so prompts keep <s> first and </s> after the text;
+        positions are numbered from the start of the sequence, padding sits at the end.
+        """
+        pooled = self.model.text_branch(inputs_embeds=inputs_embeds, attention_mask=attention_mask)["pooler_output"]
+        return F.normalize(self.model.text_projection(pooled), dim=-1)
+
+    # ---- audio
+
+    def _clip_features(self, wave: torch.Tensor, crop: str) -> dict[str, torch.Tensor]:
+        """One 48 kHz waveform [T] -> laion-clap's input dict (`get_audio_features`, repeatpad).
+
+        Short clips are repeated then zero-padded to 10 s. Long clips: `random` draws the 10 s
+        window (and, with fusion, the three local chunks) with numpy's global generator in
+        laion-clap's order, so np.random.seed reproduces laion-clap; `deterministic` takes the
+        centered window and the middle candidate of each third.
+        """
+        cfg = self.model_cfg["audio_cfg"]
+        sample: dict[str, torch.Tensor] = {}
+        longer = False
+        pick = (lambda r: np.random.choice(r)) if crop == "random" else (lambda r: r[len(r) // 2])
+        if len(wave) > CLIP_SAMPLES:
+            if self.enable_fusion:
+                mel = mel_spectrogram(wave, cfg)
+                chunk_frames = CLIP_SAMPLES // cfg["hop_size"] + 1
+                total_frames = mel.shape[0]
+                if chunk_frames == total_frames:
+                    # Longer than 10 s by less than one hop: the whole clip is one window.
+                    sample["mel_fusion"] = torch.stack([mel, mel, mel, mel], dim=0)
+                else:
+                    ranges = np.array_split(list(range(0, total_frames - chunk_frames + 1)), 3)
+                    ranges = [r if len(r) else np.array([0]) for r in ranges]
+                    starts = [int(pick(r)) for r in ranges]
+                    import torchvision
+
+                    shrunk = torchvision.transforms.Resize(size=[chunk_frames, cfg["mel_bins"]])(mel[None])[0]
+                    chunks = [mel[s:s + chunk_frames, :] for s in starts]
+                    sample["mel_fusion"] = torch.stack([shrunk, *chunks], dim=0)
+                    longer = True
+            overflow = len(wave) - CLIP_SAMPLES
+            start = np.random.randint(0, overflow + 1) if crop == "random" else overflow // 2
+            wave = wave[start:start + CLIP_SAMPLES]
+        else:
+            if len(wave) < CLIP_SAMPLES:
+                wave = wave.repeat(CLIP_SAMPLES // len(wave))
+                wave = F.pad(wave, (0, CLIP_SAMPLES - len(wave)), mode="constant", value=0)
+            if self.enable_fusion:
+                mel = mel_spectrogram(wave, cfg)
+                sample["mel_fusion"] = torch.stack([mel, mel, mel, mel], dim=0)
+        sample["longer"] = torch.tensor([longer])
+        sample["waveform"] = wave
+        return sample
+
+    @torch.no_grad()
+    def encode_audio(self, audio: Sequence[np.ndarray | torch.Tensor | str | Path],
+                     sample_rate: int | Sequence[int] | None = None, crop: str = "deterministic",
+                     batch_size: int = 8) -> torch.Tensor:
+        """Unit-normalized audio embeddings [N, 512] (no grad, eval).
+
+        `audio`: file paths (any rate / channels; soundfile, else librosa) and/or waveforms [T],
+        [T, C] or [C, T] with `sample_rate` (one int for all, or one per clip). Everything is
+        mixed to mono, resampled to 48 kHz and quantized to 16 bits as laion-clap does.
+        `crop`: "deterministic" (centered 10 s window of longer clips) or "random" (laion-clap's).
+        """
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+        if isinstance(audio, (str, Path, np.ndarray, torch.Tensor)):
+            raise TypeError("audio must be a list of clips (paths or waveforms), not a single clip")
+        audio = list(audio)
+        rates = list(sample_rate) if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audio)
+        if len(rates) != len(audio):
+            raise ValueError(f"sample_rate has {len(rates)} entries for {len(audio)} clips")
+        out = torch.empty((len(audio), self.embed_dim), device=self.device)
+        for start in range(0, len(audio), batch_size):
+            batch = []
+            for i in range(start, min(start + batch_size, len(audio))):
+                item, rate = audio[i], rates[i]
+                if isinstance(item, (str, Path)):
+                    wave, rate = read_audio(item)
+                else:
+                    if rate is None:
+                        raise ValueError(f"audio[{i}] is a waveform: pass its sample_rate")
+                    if isinstance(item, torch.Tensor):
+                        item = item.detach().cpu().numpy()
+                    wave = to_mono(item, f"audio[{i}]")
+                wave = torch.from_numpy(to_clap_rate(wave, int(rate)))
+                batch.append(self._clip_features(wave, crop))
+            out[start:start + len(batch)] = self.model.get_audio_embedding(batch)
+        return out

@@ -7,11 +7,16 @@ reader and the backbone's front end see what users' datasets hold.
     <root>/<name>/train.csv, test.csv                 path,classname (paths relative to <root>/<name>)
     <root>/<name>/csv_files/train_1.csv, test_1.csv   one fold
     <root>/<name>/audio/<class-slug>/<split>_<i>.<ext>
+
+write_benchmark_root builds the 11 PALM/SEPT benchmark datasets (real names, class lists and
+fold counts from sept/trainer/palm_benchmark.json) as tiny stand-ins of that layout.
 """
 from __future__ import annotations
 
 import csv
+import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +107,55 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
         writer = csv.writer(f)
         writer.writerow(["path", "classname"])
         writer.writerows(rows)
+
+
+def benchmark_facts() -> dict[str, dict]:
+    """{name: {"classes": [...], "folds": k}} of the 11 benchmark datasets (the packaged copy)."""
+    return json.loads((resources.files("sept.trainer") / "palm_benchmark.json").read_text(encoding="utf-8"))
+
+
+def write_benchmark_root(root: str | Path, names: list[str], clips_per_class: int = 2, folds: int | None = None,
+                         seconds: float = 1.0) -> Path:
+    """Write mini versions of the named benchmark datasets under `root`; return `root`.
+
+    Each dataset gets its real class list and, per class, `clips_per_class` train and as many
+    test clips (mono, 16 or 48 kHz, WAV/FLAC). folds: None = the dataset's real fold count.
+    With k > 1 folds, csv_files/train_<j>.csv / test_<j>.csv (j = 1..k) swap the train and test
+    halves on even folds, so folds differ; train.csv/test.csv (fold 1's lists) are written too.
+    """
+    import soundfile
+
+    facts = benchmark_facts()
+    unknown = [n for n in names if n not in facts]
+    if unknown:
+        raise KeyError(f"not benchmark datasets: {', '.join(unknown)} (known: {', '.join(facts)})")
+    root = Path(root)
+    for d, name in enumerate(names):
+        rng = np.random.default_rng(1000 + d)
+        folder = root / name
+        k = facts[name]["folds"] if folds is None else folds
+        halves: tuple[list, list] = ([], [])
+        counter = 0
+        for c, classname in enumerate(facts[name]["classes"]):
+            family = FAMILIES[c % len(FAMILIES)]
+            for j in range(2 * clips_per_class):
+                rate = (16000, 48000)[counter % 2]
+                ext = "flac" if counter % 3 == 2 else "wav"
+                # an index prefix keeps slugs of different class names apart
+                rel = f"audio/{c:02d}-{_slug(classname)}/clip_{j}.{ext}"
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                wave = synth_clip(family, c, rng, rate, seconds * rng.uniform(0.9, 1.1))
+                soundfile.write(str(folder / rel), wave, rate, subtype="PCM_16")
+                halves[j % 2].append((rel, classname))
+                counter += 1
+        _write_csv(folder / "train.csv", halves[0])
+        _write_csv(folder / "test.csv", halves[1])
+        if k > 1:
+            for j in range(1, k + 1):
+                train, test = halves if j % 2 else halves[::-1]
+                _write_csv(folder / "csv_files" / f"train_{j}.csv", train)
+                _write_csv(folder / "csv_files" / f"test_{j}.csv", test)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,137 @@
+"""Base / new class splits for base-to-new evaluation, shared by the pipeline and the trainer.
+
+Policies (`resolve_split(classes, policy, seed)`):
+
+- ``sorted``: CoOp/Dassl's split. Classes sorted; the first ceil(C/2) are base, the rest new.
+- ``shuffled``: the sorted classes shuffled with ``random.Random(seed).shuffle`` (seed 42 by
+  default); the first floor(C/2) are base. Python's Mersenne Twister seeded from an int and its
+  ``shuffle`` (Fisher-Yates over ``_randbelow``) give the same order on every platform and every
+  Python 3 release since 3.2; tests pin the 11 benchmark datasets' splits as golden data so a
+  change would show.
+- ``file:PATH``: a JSON file ``{"base": [...], "new": [...]}`` naming every class exactly once.
+
+Whatever the policy, `Split.base` and `Split.new` list their classes in the dataset's sorted
+order, so the label space of each part is independent of the shuffle.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+POLICIES = ("sorted", "shuffled", "file:PATH")
+DEFAULT_SEED = 42
+
+
+class SplitError(ValueError):
+    """A split cannot be resolved; the message names the policy, file or class."""
+
+
+class _SplitFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: list[str]
+    new: list[str]
+
+
+@dataclass(frozen=True)
+class Split:
+    policy: str
+    seed: int | None                 # the shuffle seed; None for sorted and file policies
+    base: list[str]
+    new: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.base + self.new)
+
+    def part(self, name: str) -> list[str]:
+        """"base", "new" or "all" -> that part's classes."""
+        parts = {"base": self.base, "new": self.new, "all": self.classes}
+        if name not in parts:
+            raise SplitError(f"split part {name!r}: expected base, new or all")
+        return list(parts[name])
+
+    def to_dict(self) -> dict:
+        return {"policy": self.policy, "seed": self.seed, "base": list(self.base), "new": list(self.new)}
+
+
+def check_policy(policy: str) -> str:
+    """Raise SplitError unless `policy` is sorted, shuffled or file:PATH (the file is read later)."""
+    if policy in ("sorted", "shuffled"):
+        return policy
+    if policy.startswith("file:") and policy[len("file:"):].strip():
+        return policy
+    raise SplitError(f"split policy {policy!r}: expected sorted, shuffled or file:PATH")
+
+
+def resolve_split(classes: list[str], policy: str = "sorted", seed: int = DEFAULT_SEED,
+                  n_base: int | None = None) -> Split:
+    """The base/new split of `classes` under `policy`.
+
+    n_base: number of base classes for the sorted and shuffled policies (default ceil(C/2)
+    for sorted, floor(C/2) for shuffled); a file names its own.
+    """
+    check_policy(policy)
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise SplitError(f"class list repeats {', '.join(map(repr, repeated))}")
+    ordered = sorted(classes)
+    if policy.startswith("file:"):
+        if n_base is not None:
+            raise SplitError(f"n_base={n_base} cannot be combined with split policy {policy!r}")
+        base, new = _read_split_file(Path(policy[len("file:"):].strip()).expanduser(), ordered)
+        return Split(policy, None, base, new)
+    if policy == "sorted":
+        order, n = ordered, math.ceil(len(ordered) / 2)
+    else:
+        order = list(ordered)
+        random.Random(seed).shuffle(order)
+        n = len(order) // 2
+    if n_base is not None:
+        n = n_base
+    if not 1 <= n < len(order):
+        raise SplitError(f"split policy {policy!r}: {n} base classes of {len(order)} leaves no base or no new class")
+    base_set = set(order[:n])
+    return Split(policy, seed if policy == "shuffled" else None,
+                 [c for c in ordered if c in base_set], [c for c in ordered if c not in base_set])
+
+
+def _read_split_file(path: Path, classes: list[str]) -> tuple[list[str], list[str]]:
+    if not path.is_file():
+        raise SplitError(f"split file {path} does not exist")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SplitError(f"split file {path}: not JSON ({e})") from e
+    try:
+        parsed = _SplitFile.model_validate(raw)
+    except ValidationError as e:
+        detail = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'top level'}: {err['msg']}" for err in e.errors())
+        raise SplitError(f'split file {path}: expected {{"base": [...], "new": [...]}} ({detail})') from e
+    problems: list[str] = []
+    for part in ("base", "new"):
+        names = getattr(parsed, part)
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:
+            problems.append(f"{', '.join(map(repr, twice))} listed twice in {part!r}")
+    both = sorted(set(parsed.base) & set(parsed.new))
+    if both:
+        problems.append(f"{', '.join(map(repr, both))} in both 'base' and 'new'")
+    known = set(classes)
+    unknown = sorted((set(parsed.base) | set(parsed.new)) - known)
+    if unknown:
+        problems.append(f"{', '.join(map(repr, unknown))} not a class of the dataset")
+    missing = [c for c in classes if c not in set(parsed.base) | set(parsed.new)]
+    if missing:
+        problems.append(f"{', '.join(map(repr, missing))} in neither 'base' nor 'new'")
+    if not problems and (not parsed.base or not parsed.new):
+        problems.append("'base' and 'new' must each name at least one class")
+    if problems:
+        raise SplitError(f"split file {path}: " + "; ".join(problems))
+    base_set = set(parsed.base)
+    return [c for c in classes if c in base_set], [c for c in classes if c not in base_set]

@@ -107,7 +107,46 @@ def eval_(
     typer.echo(f"results: {Path(run_dir) / 'eval.json'}")
 
 
+data_app = typer.Typer(help="Benchmark datasets on disk.", no_args_is_help=True)
+
+
+@data_app.command("check")
+def data_check(
+    root: Path = typer.Argument(..., help="Folder holding the datasets in PALM layout (<DIR>/ESC50/train.csv, ...)."),
+    require: Optional[str] = typer.Option(None, "--require", help="Comma-separated datasets that must be present."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Check only these (comma-separated; default: all 11)."),
+) -> None:
+    """Check layout, folds, class lists and audio of the 11 benchmark datasets under DIR; one table.
+
+    Exits 1 when a present dataset has a problem or a --require'd one is absent.
+    """
+    from sept.trainer.data import DataError
+    from sept.trainer.data_check import check_root, print_reports
+
+    def names(text: Optional[str]) -> list[str]:
+        return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+    required = names(require)
+    try:
+        chosen = names(datasets) or None
+        if chosen is not None:
+            chosen += [n for n in required if n not in chosen]
+        reports = check_root(root, chosen)
+    except DataError as e:
+        _fail(str(e))
+    print_reports(reports, root)
+    broken = [r.name for r in reports if r.present and not r.ok]
+    absent = [r.name for r in reports if not r.present and r.name in required]
+    if broken:
+        typer.echo(f"problems in: {', '.join(broken)}", err=True)
+    if absent:
+        typer.echo(f"required but absent: {', '.join(absent)}", err=True)
+    if broken or absent:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `sept train` and `sept eval` to the `sept` app."""
+    """Add `sept train`, `sept eval` and `sept data check` to the `sept` app."""
     app.command("train", context_settings={"allow_extra_args": False})(train)
     app.command("eval")(eval_)
+    app.add_typer(data_app, name="data")

@@ -74,7 +74,15 @@ def read_csv(path: str | Path, base_dir: str | Path) -> list[tuple[Path, str, in
 
 
 def check_audio_files(paths: list[Path], shown: int = 5) -> None:
-    """Raise one DataError listing every missing or unreadable audio file (first `shown`, then a count).
+    """Raise one DataError listing every missing or unreadable audio file (first `shown`, then a count)."""
+    bad = bad_audio_files(paths)
+    if bad:
+        more = f"\n  ... and {len(bad) - shown} more" if len(bad) > shown else ""
+        raise DataError(f"{len(bad)} audio file(s) missing or unreadable:\n  " + "\n  ".join(bad[:shown]) + more)
+
+
+def bad_audio_files(paths: list[Path]) -> list[str]:
+    """"<path> (missing | no audio frames | unreadable: <error>)" for each bad file, in order.
 
     Reads each file's header (soundfile), falling back to a librosa decode for other formats.
     """
@@ -102,9 +110,7 @@ def check_audio_files(paths: list[Path], shown: int = 5) -> None:
                     bad.append(f"{path} (no audio frames)")
             except Exception as e:  # noqa: BLE001 - every decoder failure means "unreadable"
                 bad.append(f"{path} (unreadable: {type(e).__name__})")
-    if bad:
-        more = f"\n  ... and {len(bad) - shown} more" if len(bad) > shown else ""
-        raise DataError(f"{len(bad)} audio file(s) missing or unreadable:\n  " + "\n  ".join(bad[:shown]) + more)
+    return bad
 
 
 def _split_csvs(root: Path, fold: int | None) -> tuple[Path, Path]:

@@ -26,8 +26,9 @@ store_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `sept store ...` to the `sept` app."""
+    """Add `sept store ...` and `sept review` to the `sept` app."""
     app.add_typer(store_app, name="store")
+    app.command("review")(review)
 
 
 @store_app.callback()
@@ -272,3 +273,54 @@ def commit(
         root = _root(ctx) or read_checkout(directory).get("store")
         ref, created = do_commit(Store(root), directory, message, tag)
     _created_note(ref, created)
+
+
+@store_app.command("plot")
+def plot(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="DATASET@<id-prefix|tag|latest>"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG files (created if missing)."),
+) -> None:
+    """PNG plots of a version: score histograms per kind (accepted vs rejected), counts per class, rejection reasons."""
+    from sept.neighbor_store.plot import write_plots
+
+    with _errors():
+        v = _open(ctx).read(ref)
+        paths = write_plots(v, out)
+    if not any(p.name.startswith("scores-") for p in paths):
+        typer.echo(f"{v.ref} has no scores: no score histograms", err=True)
+    for p in paths:
+        typer.echo(str(p))
+
+
+def review(
+    ref: str = typer.Argument(..., help="DATASET@<id-prefix|tag|latest>: the version to review."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", envvar="SEPT_STORE", help="Store root (default ./neighbor-store; env SEPT_STORE)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless given)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Port (default: a free one)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another host name the page may be reached by (with --host); repeatable."
+    ),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in a browser."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log each request (paths only, never the token)."),
+) -> None:
+    """Review a version in the browser: accept/reject/edit/add, then commit a child version as `sept store commit` does."""
+    from sept.neighbor_store.review_web import ReviewApp, ReviewServer
+
+    with _errors():
+        app = ReviewApp(Store(store), ref)
+        server = ReviewServer(app, host, port, tuple(allow_host), verbose)
+    typer.echo(f"reviewing {app.slug}@{app.version_id[:12]} (Ctrl-C to stop)")
+    typer.echo(server.url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -30,6 +30,7 @@ $(VLLM_STAMP): requirements-vllm.txt
 	@touch $@
 
 test: setup
+	bash scripts/ensure_browser.sh
 	$(VENV)/bin/python scripts/run_tests.py $(PYTEST_ARGS)
 
 demo: setup

@@ -15,7 +15,8 @@ from typing import Any
 from sept.neighbor_store.errors import StoreError, ValidationError
 from sept.neighbor_store.jsonl import read_jsonl, write_jsonl
 from sept.neighbor_store.records import NeighborRecord, neighbor_id
-from sept.neighbor_store.store import Store, check_classes
+from sept.neighbor_store.store import Store
+from sept.neighbor_store.versions import check_classes
 from sept.neighbor_store.version import NEIGHBORS, REJECTED
 
 CHECKOUT = ".sept-checkout.json"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 from sept.neighbor_store.records import NeighborRecord
 
 ID_SHOWN = 12  # hex chars of a version id shown in references
+MIN_PREFIX = 4  # shortest id prefix a reference may use
+HEX = re.compile(r"^[0-9a-f]+$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")  # a full version id
 MANIFEST = "manifest.json"
 NEIGHBORS = "neighbors.jsonl"
 REJECTED = "rejected.jsonl"

@@ -15,7 +15,7 @@ from sept.neighbor_store import (
     ValidationError,
     neighbor_id,
 )
-from sept.neighbor_store.store import _render, prepare_records
+from sept.neighbor_store.versions import prepare_records, render
 from sept.neighbor_store.version import content_id, sha256_bytes
 
 CLASSES = ["dog", "cafe/restaurant", "Cough", "city_center"]
@@ -110,7 +110,7 @@ def test_ambiguous_prefix_lists_candidates(store):
     # find two param sets whose ids share a 4-hex prefix, then store just those two
     n, r = sample()
     n, r = prepare_records(CLASSES, n, r)
-    nsha, rsha = sha256_bytes(_render(n)), sha256_bytes(_render(r))
+    nsha, rsha = sha256_bytes(render(n)), sha256_bytes(render(r))
     seen = {}
     for i in range(5000):
         vid = content_id(CLASSES, {"i": i}, nsha, rsha)

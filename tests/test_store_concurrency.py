@@ -95,8 +95,10 @@ def test_killed_writer_leaves_no_partial_version(tmp_path):
         p.communicate(timeout=30)
         assert_whole(store, "race")
     assert kills >= 8
-    leftovers = list((root / "race" / ".tmp").iterdir())
-    print(f"{kills} kills, {len(store.list('race'))} versions published, {len(leftovers)} half-built dirs left hidden")
+    # on a loaded machine every writer may die before its first build dir, or its first version
+    build_dirs = root / "race" / ".tmp"
+    leftovers = list(build_dirs.iterdir()) if build_dirs.is_dir() else []
+    print(f"{kills} kills, {len(store.list())} versions published, {len(leftovers)} half-built dirs left hidden")
     # leftovers of killed writers are invisible and do not stop the next writer
     ref = store.write_version("race", ["a"], [NeighborRecord(class_="a", text="after the kills")])
     assert store.read(ref).neighbors[0].text == "after the kills"

@@ -52,11 +52,15 @@ def get_sentence_model(name_or_path: str | Path | None = None):
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
+            from sept.clap.factory import HUB_PATCH_LOCK
+
             # a weight-loading progress bar would interleave with `sept generate`'s own
             bars = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()
             try:
-                model = SentenceTransformer(key, device="cpu")
+                # not while a CLAP load redirects transformers' tokenizer loaders (other thread)
+                with HUB_PATCH_LOCK:
+                    model = SentenceTransformer(key, device="cpu")
             except Exception as e:  # hub/offline/path errors come in many types
                 raise ValueError(f"dedup_model: cannot load sentence-transformers model {key!r}: {e}") from e
             finally:

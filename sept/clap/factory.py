@@ -59,7 +59,11 @@ class BackboneFileError(BackboneError, FileNotFoundError):
 
 # --------------------------------------------------------------------------- hub-free laion-clap
 
-_PATCH_LOCK = threading.RLock()
+# Held while laion-clap's hub loaders are redirected. The redirects are process-wide (class
+# attributes of transformers' RobertaModel/RobertaTokenizer/BertTokenizer), so any other model
+# loader of the process (the dedup stage's sentence model, a BERT tokenizer) must hold it too,
+# or a thread loading it meanwhile would get a stand-in (seen: a None tokenizer).
+HUB_PATCH_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -99,7 +103,7 @@ def offline_hub(tokenizer_dir: str | Path | None = None) -> Iterator[None]:
     def no_tokenizer(cls, *args, **kwargs):
         return None
 
-    with _PATCH_LOCK, contextlib.ExitStack() as stack:
+    with HUB_PATCH_LOCK, contextlib.ExitStack() as stack:
         stack.enter_context(_patched(RobertaModel, "from_pretrained", classmethod(roberta_model)))
         stack.enter_context(_patched(RobertaTokenizer, "from_pretrained", classmethod(roberta_tokenizer)))
         stack.enter_context(_patched(BertTokenizer, "from_pretrained", classmethod(no_tokenizer)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,13 @@ def _summary(classes: list[str], results: dict[str, Any], prefect_cached: set[st
             "rejected": sum(v["rejected"] for v in per_class.values())}
 
 
+def _cost(run: dict[str, Any], results: dict[str, Any], prefect_cached: set[str], wall: float) -> list[dict]:
+    """The manifest's `cost`: this run's requests, retries, cache hits, tokens and wall time."""
+    from sept.pipeline.generate import generation_cost
+
+    return [generation_cost({"backend": run["backend"], "model": run["model"]}, results, wall, prefect_cached)]
+
+
 def _log_summary(logger, ref: str, summary: dict) -> None:
     lines = [f"{'class':<32} {'kept':>5} {'rejected':>8} {'requests':>8}"]
     for c, s in summary["classes"].items():
@@ -68,6 +76,10 @@ def _log_summary(logger, ref: str, summary: dict) -> None:
     logger.info("per class:\n" + "\n".join(lines))
     logger.info(f"LLM requests: {summary['requests']}, response cache hits: {summary['response_cache_hits']}, "
                 f"classes from the task cache: {summary['task_cache_hits']}")
+    from sept.neighbor_store.cost import format_cost
+
+    for cost in summary.get("cost", []):
+        logger.info(f"cost: {format_cost(cost)}")
     # one machine-readable line (also what the tests read)
     logger.info("summary " + json.dumps({k: v for k, v in summary.items() if k != "classes"}, sort_keys=True))
     logger.info(f"new version: {ref}")
@@ -98,6 +110,7 @@ def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retri
     gen = generate_class_task.with_options(retries=task_retries, retry_delay_seconds=delays)
     # loads the CLAP backbone while the LLM works: a bad checkpoint fails the run early
     params_future = provenance_task.submit(run)
+    started = time.monotonic()
     futures = {c: gen.submit(c, classes, prompt_ref, run) for c in classes}
 
     results, failed, prefect_cached = {}, {}, set()
@@ -116,6 +129,7 @@ def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retri
         raise RuntimeError(f"generation failed for {len(failed)} of {len(classes)} class(es), no version written: "
                            f"{reasons}")
 
+    wall = time.monotonic() - started
     rejected = [r for c in classes for r in results[c].invalid]
     deduped = dedup_task.submit({c: results[c].candidates for c in classes}, run).result()
     rejected += deduped.rejected
@@ -130,6 +144,7 @@ def _stages(run: dict[str, Any], classes: list[str], prompt_ref: str, task_retri
         margins = margins_task.submit(classes, neighbors, run).result()
 
     summary = _summary(classes, results, prefect_cached, deduped, filtered)
+    summary["cost"] = _cost(run, results, prefect_cached, wall)
     result = PipelineResult(classes=classes, neighbors=neighbors, rejected=rejected, params=params,
                             margins=margins, stats=summary)
     ref = write_version_task.submit(result, run).result()

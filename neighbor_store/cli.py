@@ -159,8 +159,12 @@ def show(
         f"{m['counts']['classes']} classes",
         f"margins:    attached {', '.join(attached) or 'none'}; at creation {m.get('margins', {}).get('status')}",
         f"params:     {json.dumps(m.get('params', {}), ensure_ascii=False, sort_keys=True)}",
-        "per class:",
     ]
+    if m.get("cost"):
+        from sept.neighbor_store.cost import format_cost
+
+        out += ["cost:"] + [f"  {format_cost(c)}" for c in m["cost"]]
+    out.append("per class:")
     out += [f"  {c['class']!r}: {c['accepted']} accepted, {c['rejected']} rejected" for c in m["counts"]["per_class"]]
     typer.echo("\n".join(out))
 

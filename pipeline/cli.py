@@ -140,6 +140,10 @@ def _generate(cfg) -> None:
         f"{len(result.classes)} classes, {kept} neighbors kept, {len(result.rejected)} rejected; "
         f"{stats['requests']} LLM requests, {stats['cache_hits']} cache hits"
     )
+    from sept.neighbor_store.cost import format_cost
+
+    for cost in stats.get("cost", []):
+        console.print(f"cost: {format_cost(cost)}")
     if result.margins is None:
         console.print("CLAP filter and margins skipped: no --clap-checkpoint")
     else:

@@ -100,6 +100,9 @@ class ClassResult:
     candidates: accepted-status records, in sample order then reply order (may exceed n).
     invalid: unusable items of valid replies, status rejected, reason "invalid:<why>".
     requests: requests sent (retries included); cache_hits: samples served from the cache.
+    retries: requests that repeated a request after a passing failure (429, 5xx, timeout, ...).
+    prompt_tokens / completion_tokens: summed from the API's usage fields; usage_unreported:
+    requests answered without them. seconds: wall time of the class, first lookup to last reply.
     failures: one line per failed request or invalid reply ("sample 0 attempt 1: not_json: ...").
     raw: every reply received: {"sample", "attempt", "text", "finish_reason", "valid", "reason", "cached"}.
     """
@@ -109,6 +112,11 @@ class ClassResult:
     invalid: list[NeighborRecord] = field(default_factory=list)
     requests: int = 0
     cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_unreported: int = 0
+    seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     raw: list[dict[str, Any]] = field(default_factory=list)
 
@@ -178,8 +186,16 @@ async def _send(backend: LLMBackend, request: ChatRequest, settings: GenerationS
         async with limiter.semaphore:
             await limiter.wait_turn()
             result.requests += 1
+            if tries > 1:
+                result.retries += 1
             try:
-                return await backend.complete(request)
+                samples, usage = await backend.complete_with_usage(request)
+                if usage.reported:
+                    result.prompt_tokens += usage.prompt_tokens or 0
+                    result.completion_tokens += usage.completion_tokens or 0
+                else:
+                    result.usage_unreported += 1
+                return samples
             except TransientError as e:
                 error = e
             except BackendError as e:
@@ -233,6 +249,16 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
         finally:
             await backend.aclose()
     result = ClassResult(class_name=class_name)
+    started = time.monotonic()
+    try:
+        return await _generate_class(backend, class_name, classes, prompt, settings, cache, limiter, result)
+    finally:
+        result.seconds = time.monotonic() - started
+
+
+async def _generate_class(backend: LLMBackend, class_name: str, classes: list[str], prompt: Prompt,
+                          settings: GenerationSettings, cache: ResponseCache | None, limiter: _Limiter,
+                          result: ClassResult) -> ClassResult:
     user = prompt.render(dataset=settings.dataset, class_name=class_name, classes=list(classes),
                          n=settings.n_per_class, n_ask=settings.n_ask)
     provenance = backend.describe()
@@ -320,6 +346,29 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
         result.candidates.extend(kept)
         result.invalid.extend(invalid)
     return result
+
+
+def generation_cost(backend: dict[str, Any], results: dict[str, ClassResult], wall_seconds: float | None,
+                    not_run: set[str] = frozenset()) -> dict[str, Any]:
+    """What one backend's generation cost in this run, for the manifest and the logs.
+
+    `not_run`: classes whose result came from elsewhere (a task cache) and cost nothing now.
+    """
+    ran = [r for c, r in results.items() if c not in not_run]
+    cost: dict[str, Any] = {
+        "backend": backend.get("backend"),
+        "model": backend.get("model"),
+        "requests": sum(r.requests for r in ran),
+        "retries": sum(r.retries for r in ran),
+        "response_cache_hits": sum(r.cache_hits for r in ran),
+        "prompt_tokens": sum(r.prompt_tokens for r in ran),
+        "completion_tokens": sum(r.completion_tokens for r in ran),
+        "usage_unreported": sum(r.usage_unreported for r in ran),
+        "wall_seconds": round(wall_seconds, 3) if wall_seconds is not None else None,
+    }
+    if not_run:
+        cost["classes_not_run"] = len(not_run & set(results))
+    return cost
 
 
 OnClassDone = Callable[[str, ClassResult], Any | Awaitable[Any]]

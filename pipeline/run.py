@@ -7,6 +7,7 @@ runs everything after generation, `write_result` turns a result into a store ver
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -274,7 +275,7 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
     valid reply; nothing is written (writing is `write_result`'s job).
     """
     from sept.pipeline.datasets import resolve_classes
-    from sept.pipeline.generate import generate_all
+    from sept.pipeline.generate import generate_all, generation_cost
     from sept.pipeline.llm import ResponseCache, make_backend
     from sept.prompts import load_prompt, load_templates
 
@@ -287,10 +288,14 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
     load_clap(cfg)
     backend = make_backend(cfg.backend, cfg.model, cfg.base_url)
     cache = ResponseCache(cfg.cache_dir)  # None: $SEPT_CACHE/llm or ./.sept/llm-cache
+    started = time.monotonic()
     results = asyncio.run(
         generate_all(backend, classes, prompt, generation_settings(cfg), cache=cache, on_class_done=on_class_done)
     )
-    return clean(cfg, classes, results, prompt, templates)
+    wall = time.monotonic() - started
+    result = clean(cfg, classes, results, prompt, templates)
+    result.stats["cost"] = [generation_cost(backend.describe(), results, wall)]
+    return result
 
 
 def write_result(store, cfg: PipelineConfig, result: PipelineResult) -> str:
@@ -313,6 +318,7 @@ def write_result(store, cfg: PipelineConfig, result: PipelineResult) -> str:
         params=result.params,
         message=cfg.message,
         tag=cfg.tag,
+        cost=result.stats.get("cost"),
     )
     if result.margins is not None:
         attach_margins(store, ref, fp, values, ids, meta={"templates": result.params["margins"]["templates"]})

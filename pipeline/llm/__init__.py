@@ -6,6 +6,7 @@ from sept.pipeline.llm.backend import (
     LLMBackend,
     Sample,
     TransientError,
+    Usage,
     make_backend,
     scrub,
 )
@@ -20,7 +21,7 @@ from sept.pipeline.llm.schema import (
 )
 
 __all__ = [
-    "BACKENDS", "BackendError", "ChatRequest", "LLMBackend", "Sample", "TransientError", "make_backend", "scrub",
+    "BACKENDS", "BackendError", "ChatRequest", "LLMBackend", "Sample", "TransientError", "Usage", "make_backend", "scrub",
     "ResponseCache", "cache_key", "default_cache_dir",
     "REPLY_JSON_SCHEMA", "SCHEMA_VERSION", "InvalidReply", "NeighborItem", "NeighborReply", "parse_reply",
 ]

@@ -17,6 +17,7 @@ from sept.pipeline.llm.backend import (
     HTTPBackend,
     Sample,
     TransientError,
+    Usage,
     classify_sdk_error,
 )
 from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA
@@ -63,7 +64,7 @@ class AnthropicBackend(HTTPBackend):
             max_retries=0,
         )
 
-    async def complete(self, request: ChatRequest) -> list[Sample]:
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Sample], Usage]:
         if request.n != 1:
             raise ValueError("backend 'anthropic' returns one sample per request (n=1)")
         client = self._client()
@@ -95,6 +96,9 @@ class AnthropicBackend(HTTPBackend):
             blocks = list(message.content)
         except (AttributeError, TypeError) as e:
             raise TransientError(f"bad_response: not a Messages API reply ({type(e).__name__})") from None
+        return self._samples(stop, blocks), _usage(getattr(message, "usage", None))
+
+    def _samples(self, stop, blocks) -> list[Sample]:
         for block in blocks:
             if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == TOOL_NAME:
                 return [Sample(text=json.dumps(block.input, ensure_ascii=False), finish_reason=stop)]
@@ -103,5 +107,16 @@ class AnthropicBackend(HTTPBackend):
             return [Sample(text=None, finish_reason=stop, refusal=text or "refused")]
         # No tool call: judge whatever text came back (it may still be JSON, or a refusal in prose).
         return [Sample(text=text or None, finish_reason=stop)]
+
+
+def _usage(usage) -> Usage:
+    """Anthropic's input tokens: uncached plus those written to and read from its prompt cache."""
+    def count(field: str) -> int | None:
+        value = getattr(usage, field, None)
+        return value if isinstance(value, int) and value >= 0 else None
+
+    parts = [count(f) for f in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    prompt = None if parts[0] is None else sum(p or 0 for p in parts)
+    return Usage(prompt, count("output_tokens"))
 
 

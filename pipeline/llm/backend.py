@@ -52,6 +52,18 @@ class Sample:
     refusal: str | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one request as the API reported them (its usage fields); None where it did not."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def reported(self) -> bool:
+        return self.prompt_tokens is not None or self.completion_tokens is not None
+
+
 class BackendError(RuntimeError):
     """A request failed in a way that asking again will not fix (bad key, unknown model, 400)."""
 
@@ -112,6 +124,11 @@ class LLMBackend:
 
         Raises TransientError (worth retrying) or BackendError (not worth retrying).
         """
+        samples, _ = await self.complete_with_usage(request)
+        return samples
+
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Sample], Usage]:
+        """`complete`, plus the tokens the API reported for this request (what it cost)."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:

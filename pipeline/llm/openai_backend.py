@@ -15,9 +15,15 @@ from sept.pipeline.llm.backend import (
     HTTPBackend,
     Sample,
     TransientError,
+    Usage,
     classify_sdk_error,
 )
 from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA, SCHEMA_NAME
+
+
+def _tokens(usage, field: str) -> int | None:
+    value = getattr(usage, field, None)
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _classify(e: Exception) -> Exception:
@@ -83,7 +89,7 @@ class OpenAIBackend(HTTPBackend):
             params["seed"] = request.seed
         return params
 
-    async def complete(self, request: ChatRequest) -> list[Sample]:
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Sample], Usage]:
         from openai.types.chat import ChatCompletion
 
         client = self._client()
@@ -98,11 +104,14 @@ class OpenAIBackend(HTTPBackend):
             raise mapped from None
         try:
             choices = sorted(completion.choices, key=lambda c: c.index)
-            return [
+            samples = [
                 Sample(text=c.message.content, finish_reason=c.finish_reason,
                        refusal=getattr(c.message, "refusal", None))
                 for c in choices
             ]
+            # vLLM's server fills `usage` as OpenAI does; a server that leaves it out costs "unreported"
+            usage = getattr(completion, "usage", None)
+            return samples, Usage(_tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens"))
         except (AttributeError, TypeError) as e:
             # JSON, but not a chat completion (a proxy's error page, a broken server)
             raise TransientError(f"bad_response: not a chat completion ({type(e).__name__})") from None

@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from sept.pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample
+from sept.pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, Usage
 from sept.pipeline.llm.schema import REPLY_JSON_SCHEMA
 
 # Engine defaults that work on a CPU-only machine (see the vLLM server launcher for the same set).
@@ -56,7 +56,7 @@ class VLLMOfflineBackend(LLMBackend):
             self._engine = vllm.LLM(model=self.model, **self.engine_options)
         return self._engine
 
-    def _run(self, request: ChatRequest) -> list[Sample]:
+    def _run(self, request: ChatRequest) -> tuple[list[Sample], Usage]:
         _, SamplingParams, StructuredOutputsParams = import_vllm()
         with self._lock:
             engine = self._load()
@@ -72,9 +72,13 @@ class VLLMOfflineBackend(LLMBackend):
                 {"role": "user", "content": request.user},
             ]
             outputs = engine.chat(messages, params, use_tqdm=False)
-        return [Sample(text=o.text, finish_reason=o.finish_reason) for o in outputs[0].outputs]
+        out = outputs[0]
+        samples = [Sample(text=o.text, finish_reason=o.finish_reason) for o in out.outputs]
+        # the engine's own token ids: the same counts its server would put in `usage`
+        prompt = len(out.prompt_token_ids) if out.prompt_token_ids is not None else None
+        return samples, Usage(prompt, sum(len(o.token_ids) for o in out.outputs))
 
-    async def complete(self, request: ChatRequest) -> list[Sample]:
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Sample], Usage]:
         return await asyncio.to_thread(self._run, request)
 
     def __getstate__(self) -> dict[str, Any]:

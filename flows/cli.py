@@ -1,4 +1,4 @@
-"""Command-line verbs of this part: `sept stack up|down|status|env` and `sept demo`."""
+"""Command-line verbs of this part: `sept stack up|down|status|env`, `sept demo` and `sept bench base2new|cross`."""
 from __future__ import annotations
 
 import json
@@ -130,7 +130,221 @@ def demo(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------------- sept bench
+
+bench_app = typer.Typer(
+    help="The paper's benchmark as one command: every (dataset, fold, method, SEPT arm, seed) a task of the "
+         "Prefect flow train-sweep; runs.csv, table.md, table.csv and plots/ in --out.",
+    no_args_is_help=True)
+
+_B_ROOT = typer.Option(..., "--datasets-root", help="Folder holding the datasets in PALM layout (<root>/<Dataset>/train.csv).")
+_B_CKPT = typer.Option("", "--checkpoint", help="LAION-CLAP checkpoint every run uses.")
+_B_METHODS = typer.Option("coop", "--methods", help="Comma-separated methods (coop, cocoop, kgcoop, palm, ...).")
+_B_ARMS = typer.Option("off,on", "--sept", help="Comma-separated arms: off (no neighbors), on (--neighbors), "
+                                                "random (the --random-neighbors versions, a control).")
+_B_NEIGHBORS = typer.Option(None, "--neighbors", help="Tag of each dataset's neighbor version for the 'on' arm "
+                                                      "(base2new: a base-only version).")
+_B_RANDOM = typer.Option("random", "--random-neighbors", help="Tag of each dataset's version for the 'random' arm.")
+_B_SEEDS = typer.Option("1", "--seeds", help="Comma-separated seeds.")
+_B_FOLDS = typer.Option("all", "--folds", help="all, K (each dataset's first K folds) or k1,k2 (those folds).")
+_B_OUT = typer.Option(None, "--out", help="Bench folder (default: bench/<protocol>).")
+_B_STORE = typer.Option(None, "--store", help="Neighbor store root (default $SEPT_STORE or ./neighbor-store).")
+_B_RUNNER = typer.Option("threads", "--task-runner", help="threads (one run per visible GPU at a time, 1 on the CPU) or ray.")
+_B_RAY = typer.Option(None, "--ray-address", help="Address of a running Ray cluster (default: a local one).")
+_B_RAY_WORKERS = typer.Option(2, "--ray-workers", help="CPUs (= concurrent runs) of the local Ray cluster.")
+_B_GPUS = typer.Option(None, "--num-gpus", help="GPUs per Ray task, fractional allowed (default: 1 with a GPU, else 0).")
+_B_DRY = typer.Option(False, "--dry-run", help="List the runs and which are done; train nothing.")
+_B_GEN = typer.Option(False, "--generate", help="Make the missing neighbor versions first (runs the listed `sept generate` commands).")
+_B_GEN_ARGS = typer.Option(None, "--generate-arg", help="Extra argument for each `sept generate` (repeatable), e.g. --generate-arg=--backend=vllm.")
+_B_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+_B_OPTIONS = typer.Argument(None, help="Training options for every run as key=value (METHOD.key=value: that method only).")
+
+
+def _bench(protocol: str, given: dict, out: Optional[Path], store: Optional[Path], task_runner: str,
+           ray_address: Optional[str], ray_workers: int, num_gpus: Optional[float], dry_run: bool, generate: bool,
+           generate_args: Optional[list[str]], quiet: bool) -> None:
+    from sept.trainer.bench import BenchError, plan_bench, spec_from
+
+    values = {k: v for k, v in given.items() if v is not None}
+    values.update(protocol=protocol, out=str(out or Path("bench") / protocol))
+    if store is not None:
+        values["store"] = str(store)
+    try:
+        spec = spec_from(values)
+        plan = plan_bench(spec, generate_args=list(generate_args or []))
+        if plan.missing and generate and not plan.problems:
+            plan = _generate_missing(spec, plan, list(generate_args or []))
+    except BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    if not plan.ok:
+        typer.echo(f"error: the bench cannot start\n{plan.describe_problems()}", err=True)
+        if plan.missing:
+            typer.echo("make them with the commands above, or run the bench with --generate", err=True)
+        raise typer.Exit(1)
+    if dry_run:
+        _print_plan(plan)
+        return
+    _run_bench(spec, task_runner, ray_address, ray_workers, num_gpus, quiet)
+
+
+def _generate_missing(spec, plan, generate_args: list[str]):
+    """Run the `sept generate` command of each missing version ('on' arm first: a 'random' version
+    is made like the 'on' one), re-planning after each arm; returns the new plan."""
+    import shlex
+    import subprocess
+    import sys
+
+    from sept.trainer.bench import plan_bench
+
+    for arm in ("on", "random"):
+        for missing in [m for m in plan.missing if m.arm == arm]:
+            typer.echo(f"generating {missing.dataset} ({arm} arm): {missing.command}", err=True)
+            cmd = shlex.split(missing.command)
+            res = subprocess.run([sys.executable, "-m", "sept", *cmd[1:]])
+            if res.returncode != 0:
+                typer.echo(f"error: `{missing.command}` failed (exit {res.returncode}); nothing was trained", err=True)
+                raise typer.Exit(1)
+        plan = plan_bench(spec, generate_args=generate_args)
+    return plan
+
+
+def _print_plan(plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{plan.spec.protocol}: {len(plan.runs)} runs in {plan.out}")
+    for col in ("run", "dataset", "fold", "method", "arm", "seed", "config hash", "state"):
+        table.add_column(col)
+    done = 0
+    for run in plan.runs:
+        is_done = run.done()
+        done += is_done
+        table.add_row(run.name, run.dataset, "" if run.fold is None else str(run.fold), run.method, run.arm,
+                      str(run.seed), run.config_hash, "done" if is_done else "to train")
+    Console(width=200).print(table)
+    typer.echo(f"{done} of {len(plan.runs)} runs done, {len(plan.runs) - done} to train")
+
+
+def _run_bench(spec, task_runner: str, ray_address: Optional[str], ray_workers: int, num_gpus: Optional[float],
+               quiet: bool) -> None:
+    from sept.flows import sweep_tasks
+    from sept.flows.params import ParameterError
+    from sept.flows.sweep import SUMMARY, SweepFailed, require_server, train_sweep
+
+    try:
+        require_server(task_runner)
+    except ParameterError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    params = spec.model_dump()
+    params.update(task_runner=task_runner, ray_address=ray_address, ray_workers=ray_workers, num_gpus=num_gpus,
+                  check_data=False)   # checked just now by plan_bench
+    failed = None
+    progress = None
+    if not quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from sept.trainer.bench import plan_bench
+
+        total = len(plan_bench(spec, check_data=False).runs)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}"))
+        runs = progress.add_task("runs", total=total, info="")
+        sweep_tasks.PROGRESS = sweep_tasks.SweepProgress(progress, runs)
+        progress.start()
+    try:
+        train_sweep(**params)
+    except SweepFailed as e:
+        failed = e
+    except ParameterError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    finally:
+        if progress is not None:
+            progress.stop()
+            sweep_tasks.PROGRESS = None
+    out = Path(spec.out)
+    summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+    typer.echo((out / "table.md").read_text(encoding="utf-8"))
+    loads = summary["clap_loads_per_worker"]
+    typer.echo(f"{summary['runs']} runs: {summary['trained']} trained, {summary['skipped']} done before, "
+               f"{len(summary['failed'])} failed"
+               + (f"; CLAP loads per worker: {', '.join(f'{w} {n}' for w, n in loads.items())}" if loads else ""))
+    for f in summary["failed"]:
+        typer.echo(f"FAILED {f['run']}: {f['reason']}", err=True)
+    typer.echo(f"outputs: {', '.join(summary['files'])}")
+    if failed is not None:
+        raise typer.Exit(1)
+
+
+@bench_app.command("base2new")
+def bench_base2new(
+    overrides: Optional[list[str]] = _B_OPTIONS,
+    datasets_root: Path = _B_ROOT,
+    checkpoint: str = _B_CKPT,
+    methods: str = _B_METHODS,
+    sept: str = _B_ARMS,
+    neighbors: Optional[str] = _B_NEIGHBORS,
+    random_neighbors: str = _B_RANDOM,
+    seeds: str = _B_SEEDS,
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets (default: every benchmark dataset present)."),
+    folds: str = _B_FOLDS,
+    split: str = typer.Option("sorted", "--split", help="Base/new split: sorted, shuffled or file:PATH."),
+    split_seed: int = typer.Option(42, "--split-seed", help="Seed of the shuffled split."),
+    out: Optional[Path] = _B_OUT,
+    store: Optional[Path] = _B_STORE,
+    task_runner: str = _B_RUNNER,
+    ray_address: Optional[str] = _B_RAY,
+    ray_workers: int = _B_RAY_WORKERS,
+    num_gpus: Optional[float] = _B_GPUS,
+    dry_run: bool = _B_DRY,
+    generate: bool = _B_GEN,
+    generate_arg: Optional[list[str]] = _B_GEN_ARGS,
+    quiet: bool = _B_QUIET,
+) -> None:
+    """Base-to-new: train on each dataset's base classes, report Base / New / H beside the SEPT paper's."""
+    given = dict(datasets_root=str(datasets_root), checkpoint=checkpoint, methods=methods, sept=sept,
+                 neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds, datasets=datasets or "",
+                 folds=folds, split=split, split_seed=split_seed, options=list(overrides or []))
+    _bench("base2new", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
+           generate_arg, quiet)
+
+
+@bench_app.command("cross")
+def bench_cross(
+    overrides: Optional[list[str]] = _B_OPTIONS,
+    datasets_root: Path = _B_ROOT,
+    source: str = typer.Option(..., "--source", help="Dataset trained on (all its classes)."),
+    targets: str = typer.Option(..., "--targets", help="Comma-separated datasets evaluated without training."),
+    checkpoint: str = _B_CKPT,
+    methods: str = _B_METHODS,
+    sept: str = _B_ARMS,
+    neighbors: Optional[str] = _B_NEIGHBORS,
+    random_neighbors: str = _B_RANDOM,
+    seeds: str = _B_SEEDS,
+    folds: str = _B_FOLDS,
+    out: Optional[Path] = _B_OUT,
+    store: Optional[Path] = _B_STORE,
+    task_runner: str = _B_RUNNER,
+    ray_address: Optional[str] = _B_RAY,
+    ray_workers: int = _B_RAY_WORKERS,
+    num_gpus: Optional[float] = _B_GPUS,
+    dry_run: bool = _B_DRY,
+    generate: bool = _B_GEN,
+    generate_arg: Optional[list[str]] = _B_GEN_ARGS,
+    quiet: bool = _B_QUIET,
+) -> None:
+    """Cross-dataset: train on all classes of --source, evaluate on each target; accuracy per target."""
+    given = dict(datasets_root=str(datasets_root), source=source, targets=targets, checkpoint=checkpoint,
+                 methods=methods, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
+                 folds=folds, options=list(overrides or []))
+    _bench("cross", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
+           generate_arg, quiet)
+
+
 def register(app: typer.Typer) -> None:
     """Add this part's verbs to the `sept` app."""
     app.add_typer(stack_app, name="stack")
+    app.add_typer(bench_app, name="bench")
     app.command("demo")(demo)

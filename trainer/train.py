@@ -27,11 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from sept.trainer.audio_cache import AudioCache
+from sept.trainer.audio_prompts import (
+    GRAD_CLIP, AudioPrompt, PromptedAudio, audio_features_source, build_audio_prompt, trainable_counts,
+)
 from sept.trainer.config import TrainConfig, config_from_dict
-from sept.trainer.data import AudioDataset, Sample, base_new_split, few_shot, load_dataset, relabel
+from sept.trainer.data import AudioDataset, Sample, few_shot, load_dataset, relabel
 from sept.trainer.learners import Learner, build_learner
 from sept.trainer.metrics import classification_metrics, harmonic_mean, summarize
 from sept.trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
+from sept.splits import Split, SplitError, resolve_split
 
 BATCH_STREAM = 0x5E97_0001
 # Fields that may change between an interrupted run and its resumption.
@@ -59,11 +63,17 @@ def run_name(cfg: TrainConfig, dataset: str) -> str:
         return cfg.run_name
     from sept.neighbor_store import dataset_slug
 
-    parts = [dataset_slug(dataset), cfg.method]
+    parts = [dataset_slug(dataset), cfg.method + ("-dept" if cfg.dept else "")]
     if cfg.fold is not None:
         parts.append(f"fold{cfg.fold}")
+    if cfg.base_to_new and cfg.split != "sorted":
+        # runs of two splits must not share a folder (the sorted split keeps the plain name)
+        parts.append(f"shuffled{cfg.split_seed}" if cfg.split == "shuffled"
+                     else "split-" + dataset_slug(Path(cfg.split[len("file:"):]).stem))
     if cfg.neighbors:
         parts.append("sept")
+    if cfg.audio_prompt != "none":
+        parts.append(cfg.audio_prompt)
     return "-".join(parts + [f"seed{cfg.seed}"])
 
 
@@ -78,27 +88,73 @@ def _atomic_json(path: Path, data: Any) -> None:
 
 # --------------------------------------------------------------------------- neighbors
 
-def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learner_classes: list[str]
-                   ) -> tuple[NeighborSet, dict[str, Any]]:
+def _names(classes: list[str]) -> str:
+    return ", ".join(map(repr, classes))
+
+
+def check_neighbor_classes(version, dataset: str, dataset_classes: list[str], learner_classes: list[str],
+                           split: Split | None, allow_visible_new: bool) -> dict[str, Any]:
+    """Refuse a version that cannot serve this run; return what the run records about it.
+
+    The version must hold neighbors for every class the learner trains (a base-only version
+    serves base-to-new) and no class foreign to the dataset. Its visible classes (what its LLM
+    prompts, CLAP filter and audio check saw) must lie within the training classes: in
+    base-to-new a version that saw a new class is refused, naming those classes, unless
+    `allow_visible_new` (the leak ablation), which the results then record.
+    """
+    from sept.splits import visible_classes_of
+
+    only_version = [c for c in version.classes if c not in set(dataset_classes)]
+    lacking = [c for c in learner_classes if c not in set(version.classes)]
+    if only_version or lacking:
+        detail = []
+        if lacking:
+            whose = "base classes" if split is not None else "the dataset"
+            detail.append(f"in {whose} but not the version: {_names(lacking)}")
+        if only_version:
+            detail.append(f"in the version but not the dataset: {_names(only_version)}")
+        made = version.manifest.get("params", {}).get("split")
+        if split is not None and made:
+            detail.append(f"the version was made for split {made.get('policy')!r} part {made.get('part')!r}, "
+                          f"the run uses split {split.policy!r}")
+        raise TrainError(f"neighbor version {version.ref} does not match the training classes; " + "; ".join(detail))
+    visible = visible_classes_of(version.manifest)
+    seen = [c for c in visible if c not in set(learner_classes)]
+    info: dict[str, Any] = {"visible_classes": visible}
+    if seen:
+        if split is not None:
+            what = f"the new class(es) {_names([c for c in split.new if c in set(seen)])}"
+            others = [c for c in seen if c not in set(split.new)]
+            if others:
+                what += f" and class(es) foreign to the dataset {_names(others)}"
+            seed = f" --split-seed {split.seed}" if split.policy == "shuffled" else ""
+            fix = (f"make a base-only version: sept generate --dataset {dataset} --dataset-root <root> "
+                   f"--split base --split-policy {split.policy}{seed} --backend ... --model ...")
+        else:
+            what = f"class(es) outside the training classes {_names(seen)}"
+            fix = f"make a version that sees only {dataset}'s classes: sept generate --dataset {dataset} ..."
+        if not allow_visible_new:
+            raise TrainError(f"neighbor version {version.ref} saw {what} while it was made (its visible_classes); "
+                             f"training must not see them. {fix}; or set allow_visible_new=true for the leak ablation")
+        info["visible_new"] = seen
+        info["allow_visible_new"] = True
+    return info
+
+
+def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learner_classes: list[str],
+                   split: Split | None = None, dataset: str = "") -> tuple[NeighborSet, dict[str, Any]]:
     """Neighbors of `learner_classes` from version `cfg.neighbors`, with margins for this backbone.
 
-    The version's classes must equal the dataset's. Margins are read from the store under the
-    backbone fingerprint, or computed (manual templates `cfg.margin_templates`) and attached.
+    The version must cover the learner's classes and may only have seen them
+    (`check_neighbor_classes`). Margins are read from the store under the backbone fingerprint,
+    or computed (manual templates `cfg.margin_templates`) and attached.
     """
     from sept.neighbor_store import Store
 
     store = Store(cfg.store)
     version = store.read(cfg.neighbors)
-    if sorted(version.classes) != sorted(dataset_classes):
-        only_version = [c for c in version.classes if c not in set(dataset_classes)]
-        only_dataset = [c for c in dataset_classes if c not in set(version.classes)]
-        detail = []
-        if only_dataset:
-            detail.append(f"in the dataset but not the version: {', '.join(map(repr, only_dataset))}")
-        if only_version:
-            detail.append(f"in the version but not the dataset: {', '.join(map(repr, only_version))}")
-        raise TrainError(f"neighbor version {version.ref} does not match the dataset's classes; "
-                         + "; ".join(detail))
+    seen = check_neighbor_classes(version, dataset or version.dataset, dataset_classes, learner_classes, split,
+                                  cfg.allow_visible_new)
     margins = store.read_margins(version.ref, backbone.fingerprint)
     origin = "store"
     if margins is None:
@@ -128,7 +184,7 @@ def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learn
         ids=[version.neighbors[k].id for k in keep],
     )
     info = {"ref": version.ref, "id": version.id, "K": len(keep), "K_version": len(version.neighbors),
-            "margins": origin, "fingerprint": backbone.fingerprint}
+            "margins": origin, "fingerprint": backbone.fingerprint, **seen}
     return neighbors, info
 
 
@@ -141,7 +197,7 @@ class Run:
     cfg: TrainConfig
     learner: Learner
     classes: list[str]                       # the learner's label space (base classes or all)
-    features: torch.Tensor                   # [N, 512] cached audio embeddings of the few-shot set
+    features: torch.Tensor | None            # [N, 512] cached audio embeddings of the few-shot set (None with an audio prompt)
     labels: torch.Tensor                     # [N]
     logit_scale: float
     optimizer: torch.optim.Optimizer | None = None
@@ -150,10 +206,21 @@ class Run:
     sampler: NeighborSampler | None = None
     sept: SeptLoss | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    audio_prompt: AudioPrompt | None = None  # ASPL: FiLM inside HTSAT, trained with the learner
+    audio_inputs: dict[str, torch.Tensor] | None = None   # its HTSAT inputs of the few-shot set {"mel", "longer"}
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.labels) / self.cfg.batch_size)
+
+    def audio(self, idx: torch.Tensor) -> torch.Tensor:
+        """Audio embeddings [B, D] of few-shot clips `idx`: the cached ones, or HTSAT through the
+        audio prompt from the stored log-mel (gradients flow into the prompt); before normalization
+        for DePT, as its cache holds them."""
+        if self.audio_prompt is None:
+            return self.features[idx]
+        return self.audio_prompt.encode({k: v[idx] for k, v in self.audio_inputs.items()},
+                                        normalize=not self.learner.decoupled)
 
 
 def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: torch.Tensor | None):
@@ -161,19 +228,39 @@ def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: 
 
     audio [B, D]. A conditional learner (CoCoOp) gives each clip its own class embeddings
     [B, C, D]; its SEPT term uses one prompt conditioned on the batch's mean audio feature.
+    DePT (a decoupled learner): audio arrives before normalization; the cosine logits use it
+    normalized, the head its FiLM'd raw form, and CE becomes (1 - w) CE(cosine) + w CE(head).
     """
     owners = torch.arange(len(run.classes))
+    dept = run.learner.decoupled
+    raw_audio = audio
+    if dept:
+        audio = F.normalize(audio.float(), dim=-1)
+    condition = {"condition": audio} if run.learner.conditional else {}
+    if dept:
+        raw_text = run.learner.features(run.classes, owners, **condition)  # [C, D] or [B, C, D]
+        embeddings = F.normalize(raw_text, dim=-1)
+    else:
+        embeddings = run.learner(run.classes, owners, **condition)
     if run.learner.conditional:
-        zb = run.learner(run.classes, owners, condition=audio)             # [B, C, D]
+        zb = embeddings                                                     # [B, C, D]
         logits = run.logit_scale * torch.einsum("bd,bcd->bc", audio.to(zb.dtype), zb)
         loss_z, loss_texts = zb.flatten(0, 1), run.classes * len(audio)
     else:
-        z = run.learner(run.classes, owners)                               # [C, D]
+        z = embeddings                                                      # [C, D]
         logits = run.logit_scale * audio.to(z.dtype) @ z.t()               # [B, C]
         loss_z, loss_texts = z, run.classes
     ce = F.cross_entropy(logits.float(), labels)
-    loss = ce + run.learner.regularizer(loss_texts, loss_z)
     parts = {"ce": ce.item()}
+    if dept:
+        # the head learns from the text feature of each clip's label and from the clip (elp_coop.py)
+        text = raw_text[torch.arange(len(labels)), labels] if run.learner.conditional else raw_text[labels]
+        head_logits, head_labels = run.learner.head_training_logits(text, raw_audio, labels)
+        head_ce = F.cross_entropy(head_logits.float(), head_labels)
+        parts["head_ce"] = head_ce.item()
+        w = run.learner.weight
+        ce = (1 - w) * ce + w * head_ce
+    loss = ce + run.learner.regularizer(loss_texts, loss_z)
     if run.neighbors is not None and chunk is not None:
         texts, n_owners, margins = run.neighbors.take(chunk)
         if run.learner.conditional:
@@ -190,28 +277,44 @@ def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: 
     return loss, parts
 
 
+def autocast_context(device: torch.device | str, precision: str):
+    """The training step's autocast: bf16 on CUDA when `precision` is "bf16", else none (fp32).
+
+    bf16 needs no loss scaling (it has fp32's exponent range); the CE is taken in fp32, and the
+    parameters and optimizer state stay fp32. Off CUDA the step stays fp32 whatever `precision`
+    says: CPU runs are the tests' and references' runs, where fp32's stable results matter more.
+    """
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor] | None = None,
               on_step: Callable[[], None] | None = None, max_steps: int | None = None) -> dict[str, float]:
     """One pass over the few-shot set in a (seed, epoch)-determined order; returns mean losses.
 
-    audio: batch indices [B] -> audio embeddings [B, D]; default reads the cached features.
+    audio: batch indices [B] -> audio embeddings [B, D]; default `run.audio` (the cached features,
+    or the audio prompt's forward).
     max_steps: run only the epoch's first steps (timing); the scheduler then does not advance.
     """
-    cfg, device = run.cfg, run.features.device
+    cfg, device = run.cfg, run.labels.device
     order = torch.from_numpy(np.random.Generator(np.random.PCG64([BATCH_STREAM, cfg.seed, epoch]))
                              .permutation(len(run.labels)))
     steps = run.steps_per_epoch
     chunks = run.sampler.epoch(epoch, steps) if run.sampler is not None else [None] * steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    autocast = autocast_context(device, cfg.precision)
     totals: dict[str, float] = {}
     n_steps = steps if max_steps is None else min(steps, max_steps)
     for step in range(n_steps):
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        feats = audio(idx) if audio is not None else run.features[idx]
+        feats = audio(idx) if audio is not None else run.audio(idx)
         with autocast:
             loss, parts = class_step_loss(run, feats, run.labels[idx].to(device), chunks[step])
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if run.audio_prompt is not None:
+            # ASPL's reference clips the norm over every trained parameter (utils/trainer.py)
+            torch.nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], GRAD_CLIP)
         run.optimizer.step()
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
@@ -235,18 +338,28 @@ def predict_logits(learner: Learner, features: torch.Tensor, classes: list[str],
 
     A conditional learner's z depends on the clip ([N, C, D] in all), so clips go through it in
     chunks of max(1, prompts_per_call // C).
+    DePT: features before normalization; in its own (base) label space the logits are
+    (1 - w) * cosine logits + w * head logits, in any other (new classes, other datasets) the
+    cosine logits alone.
     """
     owners = learner.class_owners(classes)
+    raw = features
+    if learner.decoupled:
+        features = F.normalize(features.float(), dim=-1)
     if not learner.conditional:
         z = learner(classes, owners).float()                                # [C, D]
-        return logit_scale * features.to(z.device).float() @ z.t()
-    per_call = max(1, prompts_per_call // len(classes))
-    logits = []
-    for start in range(0, len(features), per_call):
-        audio = features[start:start + per_call]
-        z = learner(classes, owners, condition=audio).float()              # [b, C, D]
-        logits.append(logit_scale * torch.einsum("bd,bcd->bc", audio.to(z.device).float(), z))
-    return torch.cat(logits) if logits else features.new_zeros((0, len(classes)))
+        logits = logit_scale * features.to(z.device).float() @ z.t()
+    else:
+        per_call = max(1, prompts_per_call // len(classes))
+        chunks = []
+        for start in range(0, len(features), per_call):
+            audio = features[start:start + per_call]
+            z = learner(classes, owners, condition=audio).float()          # [b, C, D]
+            chunks.append(logit_scale * torch.einsum("bd,bcd->bc", audio.to(z.device).float(), z))
+        logits = torch.cat(chunks) if chunks else features.new_zeros((0, len(classes)))
+    if learner.decoupled and list(classes) == learner.classes:
+        logits = learner.fuse(logits, raw.to(logits.device).float())
+    return logits
 
 
 def evaluate(learner: Learner, features: torch.Tensor, labels: list[int], classes: list[str],
@@ -274,6 +387,7 @@ def save_checkpoint(run: Run, run_dir: Path, epoch: int) -> Path:
         "epoch": epoch,
         "config": run.cfg.to_dict(),
         "learner": run.learner.state_dict(),
+        "audio_prompt": run.audio_prompt.state_dict() if run.audio_prompt is not None else None,
         "optimizer": run.optimizer.state_dict() if run.optimizer else None,
         "scheduler": run.scheduler.state_dict() if run.scheduler else None,
         "history": run.history,
@@ -325,36 +439,62 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
 
 # --------------------------------------------------------------------------- the program
 
+def run_split(cfg: TrainConfig, ds: AudioDataset) -> Split | None:
+    """The base/new split of a base-to-new run (policy `cfg.split`), else None."""
+    if not cfg.base_to_new:
+        return None
+    try:
+        return resolve_split(ds.classes, cfg.split, cfg.split_seed, n_base=cfg.n_base)
+    except SplitError as e:
+        raise TrainError(f"parameter 'split': {e}") from None
+
+
 def _splits(cfg: TrainConfig, ds: AudioDataset) -> tuple[list[str], dict[str, tuple[list[str], list[Sample]]]]:
     """The learner's classes and the evaluation label spaces {split: (classes, samples)}."""
-    if cfg.base_to_new:
-        base, new = base_new_split(ds.classes, cfg.n_base)
+    split = run_split(cfg, ds)
+    if split is not None:
+        base, new = split.base, split.new
         return base, {"base": (base, relabel(ds.test, base)), "new": (new, relabel(ds.test, new))}
     return ds.classes, {"all": (ds.classes, ds.test)}
 
 
 class _Progress:
-    """Rich progress bar, one task per epoch (silent when disabled)."""
+    """Rich progress bar, one task per epoch (silent when disabled).
 
-    def __init__(self, enabled: bool):
+    `enabled` may be a running rich Progress (a sweep's, whose bar over runs sits above): the
+    run's bars are added to it and removed when the run ends."""
+
+    def __init__(self, enabled):
         self.bar = None
-        if enabled:
+        self.shared = not isinstance(enabled, bool) and enabled is not None
+        if self.shared:
+            self.bar = enabled
+            self._own_tasks: list = []
+        elif enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
 
     def __enter__(self):
-        if self.bar:
+        if self.bar and not self.shared:
             self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.bar:
+        if self.shared:
+            for task in self._own_tasks:
+                self.bar.remove_task(task)
+        elif self.bar:
             self.bar.__exit__(*exc)
 
     def task(self, description: str, total: int):
-        return self.bar.add_task(description, total=total, info="") if self.bar else None
+        if not self.bar:
+            return None
+        task = self.bar.add_task(description, total=total, info="")
+        if self.shared:
+            self._own_tasks.append(task)
+        return task
 
     def advance(self, task, n: int = 1) -> None:
         if self.bar and task is not None:
@@ -367,6 +507,37 @@ class _Progress:
     def log(self, text: str) -> None:
         if self.bar:
             self.bar.console.print(text)
+
+
+def learner_param_groups(learner: Learner, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """SGD parameter groups of a learner: one at lr; DePT's head and FiLM at dept_lr_mult x lr
+    (its STAGED_LR over the 'linear_probe' and 'film' layers)."""
+    if learner.decoupled:
+        return [{"params": learner.prompt_parameters()},
+                {"params": learner.head_parameters(), "lr": cfg.lr * cfg.dept_lr_mult}]
+    return [{"params": list(learner.parameters())}]
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch schedule: none (constant), or cosine over `epochs` (T_max = epochs, to 0); with
+    warmup_epochs, those first epochs run every group at warmup_lr, then the cosine starts from
+    each group's lr (dassl's ConstantWarmupScheduler around CosineAnnealingLR, as CoOp and DePT use).
+    """
+    if cfg.warmup_epochs == 0:
+        if cfg.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return None
+    warmup, total = cfg.warmup_epochs, max(cfg.epochs, 1)
+    cosine = cfg.lr_schedule == "cosine"
+
+    def factor(base_lr: float) -> Callable[[int], float]:
+        def at(epoch: int) -> float:
+            if epoch < warmup:
+                return cfg.warmup_lr / base_lr
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / total)) if cosine else 1.0
+        return at
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g["lr"]) for g in optimizer.param_groups])
 
 
 def remember_backbone(backbone) -> None:
@@ -388,7 +559,7 @@ def load_run_backbone(cfg: TrainConfig, device: str):
                         tokenizer=cfg.tokenizer, device=device)
 
 
-def _embed(cache: AudioCache, samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:
+def _embed(cache: "AudioCache | PromptedAudio", samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:
     task = progress.task(f"audio {what}", len(samples))
     feats = cache.embed([s.path for s in samples], progress=lambda n: progress.advance(task, n))
     if task is not None:
@@ -403,6 +574,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
     backbone: an already loaded ClapBackbone (else loaded from cfg.checkpoint).
     resume: continue from the run folder's latest checkpoint.
     stop_after: stop after this many epochs in total (a deliberate interruption; resume later).
+    show_progress: epoch bars; True for its own display, or a running rich Progress to add them to.
     """
     started = time.time()
     device = resolve_device(cfg.device)
@@ -411,39 +583,65 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
     # ---- data: every file checked before anything heavy
     ds = load_dataset(cfg.dataset_root, cfg.fold, cfg.train_csv, cfg.test_csv, cfg.dataset_name)
     targets = [load_dataset(t) for t in cfg.targets]
+    names = [t.name for t in targets]
+    if len(set(names)) < len(names):
+        raise TrainError(f"parameter 'targets': two targets share a dataset name ({', '.join(names)})")
+    # cross protocol: targets are only evaluated; nothing of theirs (clips, classes) is trained on
+    class_split = run_split(cfg, ds)
     classes, eval_splits = _splits(cfg, ds)
     train_samples = relabel(few_shot(ds.train, cfg.shots, cfg.seed), classes)
     run_dir = Path(cfg.out_dir) / run_name(cfg, ds.name)
     if resume and latest_checkpoint(run_dir) is None:
         raise TrainError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
+    if cfg.neighbors:
+        # before any audio is encoded: a version that cannot serve this run fails it at once
+        from sept.neighbor_store import Store
+
+        check_neighbor_classes(Store(cfg.store).read(cfg.neighbors), ds.name, ds.classes, classes, class_split,
+                               cfg.allow_visible_new)
 
     bb = backbone if backbone is not None else load_run_backbone(cfg, device)
     logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
-    cache = AudioCache(cfg.cache_dir, bb, cfg.crop)
+    audio_prompt = build_audio_prompt(cfg.audio_prompt, bb)
+    # the embedding cache, or (ASPL) the log-mel cache with HTSAT run through the prompt
+    # DePT reads the audio projection before normalization (the cache keeps it so)
+    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=not cfg.dept)
 
     with _Progress(show_progress) as progress:
-        # ---- audio: each clip encoded once, then read from the cache
-        features = _embed(cache, train_samples, progress, "train").to(device)
+        # ---- audio: each clip encoded once, then read from the cache; with an audio prompt the
+        # frozen log-mel is what is stored, and HTSAT's rest runs in every step
+        audio_inputs = None
+        if audio_prompt is None:
+            features = _embed(cache, train_samples, progress, "train").to(device)
+        else:
+            features = None
+            task = progress.task("log-mel train", len(train_samples))
+            audio_inputs = {k: v.to(device) for k, v in cache.inputs(
+                [s.path for s in train_samples], progress=lambda n: progress.advance(task, n)).items()}
         labels = torch.tensor([s.label for s in train_samples], dtype=torch.long, device=device)
 
         # ---- learner (+ SEPT)
         torch.manual_seed(cfg.seed)
         learner = build_learner(cfg.method, bb, classes, cfg).to(device)
-        run = Run(cfg, learner, classes, features, labels, logit_scale)
+        run = Run(cfg, learner, classes, features, labels, logit_scale,
+                  audio_prompt=audio_prompt, audio_inputs=audio_inputs)
         neighbor_info = None
         if cfg.neighbors:
-            run.neighbors, neighbor_info = load_neighbors(cfg, bb, ds.classes, classes)
+            run.neighbors, neighbor_info = load_neighbors(cfg, bb, ds.classes, classes, class_split, ds.name)
             if len(run.neighbors):
                 run.sampler = NeighborSampler(run.neighbors.owners, cfg.neighbor_budget, cfg.seed)
                 run.sept = SeptLoss(cfg.sept_lambda, cfg.sept_intra, cfg.sept_inter, cfg.sept_zero_margins)
             else:
                 run.neighbors = None
-        trainable = learner.trainable and cfg.epochs > 0
+        trainable = (learner.trainable or audio_prompt is not None) and cfg.epochs > 0
         if trainable:
-            run.optimizer = torch.optim.SGD(learner.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+            groups = learner_param_groups(learner, cfg) if learner.trainable else []
+            if audio_prompt is not None:
+                # ASPL's FiLM: the prompt's lr and momentum, one SGD (the reference's main.py)
+                groups.append({"params": list(audio_prompt.parameters())})
+            run.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                             weight_decay=cfg.weight_decay)
-            if cfg.lr_schedule == "cosine":
-                run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=cfg.epochs)
+            run.scheduler = lr_scheduler(run.optimizer, cfg)
 
         # ---- resume
         start_epoch = 0
@@ -452,6 +650,8 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
             state = load_checkpoint(path)
             _check_resumable(state["config"], cfg, path)
             learner.load_state_dict(state["learner"])
+            if audio_prompt is not None:
+                audio_prompt.load_state_dict(state["audio_prompt"])
             if run.optimizer is not None and state["optimizer"] is not None:
                 run.optimizer.load_state_dict(state["optimizer"])
             if run.scheduler is not None and state["scheduler"] is not None:
@@ -463,6 +663,8 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
             start_epoch = state["epoch"]
             progress.log(f"resumed from {path} (epoch {start_epoch})")
         _atomic_json(run_dir / "config.json", cfg.to_dict())
+        if class_split is not None:
+            _atomic_json(run_dir / "split.json", class_split.to_dict())
 
         # ---- the loop
         last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -504,7 +706,9 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
         "classes": {split: c for split, (c, _) in eval_splits.items()},
         "backbone": {"fingerprint": bb.fingerprint, "amodel": bb.amodel, "logit_scale": logit_scale,
                      "device": device},
+        "protocol": "base2new" if class_split is not None else ("cross" if targets else "all"),
         "neighbors": neighbor_info,
+        "params": trainable_counts(learner, audio_prompt),
         "metrics": metrics,
         "transfer": transfer,
         "history": run.history,
@@ -512,6 +716,11 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
         "cache": {"hits": cache.hits, "misses": cache.misses, "dir": str(cache.dir)},
         "seconds": time.time() - started,
     }
+    if class_split is not None:
+        results["split"] = class_split.to_dict()
+    if neighbor_info and neighbor_info.get("allow_visible_new"):
+        # the leak ablation: its figures are not base-to-new figures
+        results["visible_new"] = neighbor_info["visible_new"]
     _atomic_json(run_dir / "results.json", results)
     return results
 
@@ -540,18 +749,31 @@ def evaluate_run(run_dir: str | Path, *, targets: list[str] | None = None, backb
     ds = load_dataset(cfg.dataset_root, cfg.fold, cfg.train_csv, cfg.test_csv, cfg.dataset_name)
     target_sets = [load_dataset(t) for t in (targets or [])]
     classes, eval_splits = _splits(cfg, ds)
+    saved_split = run_dir / "split.json"
+    if saved_split.is_file():
+        class_split = run_split(cfg, ds)
+        if class_split is not None and json.loads(saved_split.read_text(encoding="utf-8")) != class_split.to_dict():
+            raise TrainError(f"{saved_split}: the run was trained on another split than {cfg.split!r} gives now "
+                             f"(has its split file changed?)")
     bb = backbone if backbone is not None else load_run_backbone(cfg, device)
     logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
     torch.manual_seed(cfg.seed)
     learner = build_learner(cfg.method, bb, classes, cfg).to(device)
+    audio_prompt = build_audio_prompt(cfg.audio_prompt, bb)
     used = None
-    if learner.trainable and cfg.epochs > 0:
+    if (learner.trainable or audio_prompt is not None) and cfg.epochs > 0:
         path = (checkpoint_dir(run_dir) / f"epoch_{epoch}.pt") if epoch else latest_checkpoint(run_dir)
         if path is None or not path.is_file():
             raise TrainError(f"no checkpoint {'for epoch ' + str(epoch) if epoch else ''} in {checkpoint_dir(run_dir)}")
-        learner.load_state_dict(load_checkpoint(path)["learner"])
+        state = load_checkpoint(path)
+        learner.load_state_dict(state["learner"])
+        if audio_prompt is not None:
+            if state.get("audio_prompt") is None:
+                raise TrainError(f"{path}: no audio prompt state, but the run's audio_prompt is {cfg.audio_prompt!r}")
+            audio_prompt.load_state_dict(state["audio_prompt"])
         used = str(path)
-    cache = AudioCache(cfg.cache_dir, bb, cfg.crop)
+    # DePT reads the audio projection before normalization (the cache keeps it so)
+    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=not cfg.dept)
     metrics: dict[str, Any] = {}
     for split, (split_classes, samples) in eval_splits.items():
         feats = cache.embed([s.path for s in samples])

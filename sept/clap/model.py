@@ -3,7 +3,9 @@
 - `encode_text(texts) -> [N, 512]`, batched by token length, each batch padded to its own longest prompt;
 - `encode_audio(clips) -> [N, 512]`, any sample rate / channel count, 10 s windows as laion-clap;
 - the token path of prompt learners: `tokenize`, `token_embedding`,
-  `encode_token_embeddings(inputs_embeds, attention_mask)` (gradients flow to the inputs).
+  `encode_token_embeddings(inputs_embeds, attention_mask)` (gradients flow to the inputs);
+- the audio path in two halves for audio-side prompts: `htsat_inputs(clips)` (the fixed log-mel
+  front end, storable) and `encode_htsat_inputs(inputs) -> [N, 512]` (the rest; gradients flow).
 """
 from __future__ import annotations
 
@@ -115,14 +117,17 @@ class ClapBackbone:
         out[:] = encoded[[position[text] for text in texts]]
         return out
 
-    def encode_token_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_token_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                                normalize: bool = True) -> torch.Tensor:
         """[N, L, 768] token embeddings + [N, L] mask -> unit-normalized [N, 512]; gradients flow.
 
         RoBERTa's pooler reads position 0 (<s>), so prompts keep <s> first and </s> after the text;
         positions are numbered from the start of the sequence, padding sits at the end.
+        normalize=False: the text projection's output before normalization (DePT's head reads it).
         """
         pooled = self.model.text_branch(inputs_embeds=inputs_embeds, attention_mask=attention_mask)["pooler_output"]
-        return F.normalize(self.model.text_projection(pooled), dim=-1)
+        projected = self.model.text_projection(pooled)
+        return F.normalize(projected, dim=-1) if normalize else projected
 
     # ---- audio
 
@@ -170,17 +175,8 @@ class ClapBackbone:
         sample["waveform"] = wave
         return sample
 
-    @torch.no_grad()
-    def encode_audio(self, audio: Sequence[np.ndarray | torch.Tensor | str | Path],
-                     sample_rate: int | Sequence[int] | None = None, crop: str = "deterministic",
-                     batch_size: int = 8) -> torch.Tensor:
-        """Unit-normalized audio embeddings [N, 512] (no grad, eval).
-
-        `audio`: file paths (any rate / channels; soundfile, else librosa) and/or waveforms [T],
-        [T, C] or [C, T] with `sample_rate` (one int for all, or one per clip). Everything is
-        mixed to mono, resampled to 48 kHz and quantized to 16 bits as laion-clap does.
-        `crop`: "deterministic" (centered 10 s window of longer clips) or "random" (laion-clap's).
-        """
+    def _clip_waves(self, audio, sample_rate, crop: str):
+        """Checked arguments of the audio calls -> iterator of 48 kHz mono waveforms [T], one per clip."""
         if crop not in CROP_MODES:
             raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
         if isinstance(audio, (str, Path, np.ndarray, torch.Tensor)):
@@ -189,11 +185,9 @@ class ClapBackbone:
         rates = list(sample_rate) if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audio)
         if len(rates) != len(audio):
             raise ValueError(f"sample_rate has {len(rates)} entries for {len(audio)} clips")
-        out = torch.empty((len(audio), self.embed_dim), device=self.device)
-        for start in range(0, len(audio), batch_size):
-            batch = []
-            for i in range(start, min(start + batch_size, len(audio))):
-                item, rate = audio[i], rates[i]
+
+        def waves():
+            for i, (item, rate) in enumerate(zip(audio, rates)):
                 if isinstance(item, (str, Path)):
                     wave, rate = read_audio(item)
                 else:
@@ -202,7 +196,82 @@ class ClapBackbone:
                     if isinstance(item, torch.Tensor):
                         item = item.detach().cpu().numpy()
                     wave = to_mono(item, f"audio[{i}]")
-                wave = torch.from_numpy(to_clap_rate(wave, int(rate)))
-                batch.append(self._clip_features(wave, crop))
-            out[start:start + len(batch)] = self.model.get_audio_embedding(batch)
+                yield torch.from_numpy(to_clap_rate(wave, int(rate)))
+
+        return len(audio), waves()
+
+    def _audio_projection(self, batch: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """laion-clap's `get_audio_embedding` without its final normalization: [B, 512]."""
+        inputs = {k: torch.cat([d[k].unsqueeze(0) for d in batch], dim=0).to(self.device) for k in batch[0]}
+        return self.model.audio_projection(self.model.encode_audio(inputs, device=self.device)["embedding"])
+
+    @torch.no_grad()
+    def encode_audio(self, audio: Sequence[np.ndarray | torch.Tensor | str | Path],
+                     sample_rate: int | Sequence[int] | None = None, crop: str = "deterministic",
+                     batch_size: int = 8, normalize: bool = True) -> torch.Tensor:
+        """Unit-normalized audio embeddings [N, 512] (no grad, eval).
+
+        `audio`: file paths (any rate / channels; soundfile, else librosa) and/or waveforms [T],
+        [T, C] or [C, T] with `sample_rate` (one int for all, or one per clip). Everything is
+        mixed to mono, resampled to 48 kHz and quantized to 16 bits as laion-clap does.
+        `crop`: "deterministic" (centered 10 s window of longer clips) or "random" (laion-clap's).
+        normalize=False: the audio projection's output before normalization (what the trainer's
+        cache keeps, so DePT's FiLM can read it; normalizing it gives the default output bit for bit).
+        """
+        n, waves = self._clip_waves(audio, sample_rate, crop)
+        out = torch.empty((n, self.embed_dim), device=self.device)
+        for start in range(0, n, batch_size):
+            batch = [self._clip_features(next(waves), crop) for _ in range(min(batch_size, n - start))]
+            projected = self._audio_projection(batch)
+            out[start:start + len(batch)] = F.normalize(projected, dim=-1) if normalize else projected
         return out
+
+    # ---- audio in two halves: HTSAT's fixed front end, then its trainable-through rest
+
+    @torch.no_grad()
+    def htsat_inputs(self, audio: Sequence[np.ndarray | torch.Tensor | str | Path],
+                     sample_rate: int | Sequence[int] | None = None, crop: str = "deterministic",
+                     batch_size: int = 8) -> dict[str, torch.Tensor]:
+        """What HTSAT holds just before its first batch norm (bn0), per clip (no grad, cpu).
+
+        {"mel": [N, C, T, 64] log-mel, "longer": [N] bool}. Without fusion (C = 1) the log-mel is
+        HTSAT's own spectrogram + log-mel extractors applied to laion-clap's waveform input (10 s
+        after repeat-padding / the crop); with fusion (C = 4: the global view and three local
+        chunks) it is laion-clap's `mel_fusion` input, which HTSAT receives ready-made. Nothing in
+        this half learns, so it can be computed once per clip and stored (`encode_htsat_inputs`).
+        Arguments as `encode_audio`.
+        """
+        n, waves = self._clip_waves(audio, sample_rate, crop)
+        htsat = self.model.audio_branch
+        mels, longer = [], []
+        for start in range(0, n, batch_size):
+            batch = [self._clip_features(next(waves), crop) for _ in range(min(batch_size, n - start))]
+            if self.enable_fusion:
+                mels.append(torch.stack([b["mel_fusion"] for b in batch]).float())
+            else:
+                wave = torch.stack([b["waveform"] for b in batch]).to(self.device)
+                mels.append(htsat.logmel_extractor(htsat.spectrogram_extractor(wave)).float().cpu())
+            longer.extend(bool(b["longer"].item()) for b in batch)
+        mel = torch.cat(mels) if mels else torch.empty((0, 4 if self.enable_fusion else 1, 0, 0))
+        return {"mel": mel, "longer": torch.tensor(longer, dtype=torch.bool)}
+
+    def encode_htsat_inputs(self, inputs: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """`htsat_inputs` -> unit-normalized audio embeddings [N, 512], as `encode_audio` gives them.
+
+        normalize=False: the audio projection's output before normalization, as in `encode_audio`.
+
+        Not under no_grad: the CLAP weights stay frozen, but gradients flow through HTSAT to
+        anything a forward hook adds on the way (audio-side prompts). With fusion, laion-clap's own
+        HTSAT.forward takes the dict; without, HTSAT.forward would recompute the log-mel from the
+        waveform, so its remaining eval-mode steps are called here: bn0 over the mel bins,
+        reshape_wav2img, forward_features (eval: no SpecAugment, no mixup).
+        """
+        htsat = self.model.audio_branch
+        mel = inputs["mel"].to(self.device)
+        if self.enable_fusion:
+            out = htsat({"mel_fusion": mel, "longer": inputs["longer"].to(self.device)[:, None]}, device=self.device)
+        else:
+            x = htsat.bn0(mel.transpose(1, 3)).transpose(1, 3)
+            out = htsat.forward_features(htsat.reshape_wav2img(x))
+        projected = self.model.audio_projection(out["embedding"])
+        return F.normalize(projected, dim=-1) if normalize else projected

@@ -157,6 +157,10 @@ def generate_neighbors(
     classes: list[str] | None = None,
     classes_file: str | None = None,
     dataset_root: str | None = None,
+    split: str | None = None,
+    split_policy: str = "sorted",
+    split_seed: int = 42,
+    visible_classes_file: str | None = None,
     backend: str = "vllm",
     model: str | None = None,
     base_url: str | None = None,
@@ -191,7 +195,11 @@ def generate_neighbors(
     them as a new version of the neighbor store. Returns its reference "dataset@<id>".
 
     Classes: `classes`, else `classes_file`, else `dataset_root` (PALM layout), else the
-    bundled list of `dataset` (e.g. esc50). Without `clap_checkpoint` the CLAP filter and
+    bundled list of `dataset` (e.g. esc50). `split` ("base", "new" or "all") with
+    `split_policy` (sorted | shuffled | file:PATH) and `split_seed`, or `visible_classes_file`
+    (one class per line), limits the run to those classes: the LLM prompts, the CLAP filter
+    and the audio check see no other class, and the manifest records `visible_classes` (and
+    the resolved split). Without `clap_checkpoint` the CLAP filter and
     margins are skipped (the manifest says so). task_runner: "threads" (default) or "dask"
     (a LocalCluster of `dask_workers` processes, or the cluster at `dask_address`).
     task_retries / retry_delay_seconds: retries of a failed class, with 4x backoff.
@@ -219,6 +227,9 @@ def generate_neighbors(
     except (ValueError, OSError, KeyError) as e:
         raise ParameterError(f"parameter 'prompt': {e}") from None
     runner = make_task_runner(task_runner, cfg.concurrency, dask_workers, dask_address)
+    if cfg.split or cfg.visible_classes_file:
+        logger.info(f"visible classes ({f'split {cfg.split}, {cfg.split_policy}' if cfg.split else cfg.visible_classes_file}): "
+                    + ", ".join(class_list))
     logger.info(f"{cfg.dataset}: {len(class_list)} classes, backend {cfg.backend} ({cfg.model}), "
                 f"task runner {task_runner}")
     if cfg.message:

@@ -53,6 +53,10 @@ def generate(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (bundled lists: esc50, tut2017, ... or any name with --classes-file / --dataset-root)."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Text file, one class per line."),
     dataset_root: Optional[Path] = typer.Option(None, "--dataset-root", help="PALM-layout root (<root>/<dataset>/train.csv) or the dataset folder."),
+    split: Optional[str] = typer.Option(None, "--split", help="Make neighbors for one part of a base/new split only: base | new | all. The LLM prompts, CLAP filter and audio check then see only those classes."),
+    split_policy: str = typer.Option("sorted", "--split-policy", help="How --split divides the classes: sorted | shuffled | file:PATH (JSON {\"base\": [...], \"new\": [...]})."),
+    split_seed: int = typer.Option(42, "--split-seed", help="Seed of the shuffled split policy."),
+    visible_classes: Optional[Path] = typer.Option(None, "--visible-classes", help="Text file, one class per line: make neighbors for these classes only, seeing no other."),
     backend: str = typer.Option(..., "--backend", help="openai | anthropic | vllm | vllm-offline"),
     model: str = typer.Option(..., "--model", help="LLM name (or local path for vllm-offline)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (required for vllm)."),
@@ -90,7 +94,9 @@ def generate(
         _fail("give either --classes-file or --dataset-root, not both")
     try:
         cfg = PipelineConfig(
-            dataset=dataset, classes_file=classes_file, dataset_root=dataset_root, backend=backend, model=model,
+            dataset=dataset, classes_file=classes_file, dataset_root=dataset_root, split=split,
+            split_policy=split_policy, split_seed=split_seed, visible_classes_file=visible_classes,
+            backend=backend, model=model,
             base_url=base_url, clap_checkpoint=clap_checkpoint, clap_amodel=clap_amodel, clap_fusion=clap_fusion,
             clap_tokenizer=clap_tokenizer, n_per_class=n_per_class, samples=samples, prompt=prompt,
             templates=templates, temperature=temperature, dedup_threshold=dedup_threshold,
@@ -114,6 +120,9 @@ def _generate(cfg) -> None:
     console = Console(stderr=True)
     try:
         classes = resolve_classes(cfg)
+        if cfg.split or cfg.visible_classes_file:
+            how = f"split {cfg.split} ({cfg.split_policy})" if cfg.split else f"--visible-classes {cfg.visible_classes_file}"
+            console.print(f"{how}: {len(classes)} classes visible")
         # the store is opened before any LLM request so a bad --store fails fast
         store = Store(cfg.store)
         with Progress(
@@ -129,7 +138,8 @@ def _generate(cfg) -> None:
                 last = f"{name} ({len(got)} candidates)" if got is not None else str(name)
                 progress.update(task, advance=1, last=last)
 
-            result = run_pipeline(cfg.model_copy(update={"classes": classes}), on_class_done=on_class_done)
+            # cfg as given: the pipeline resolves the visible classes from the dataset's own list
+            result = run_pipeline(cfg, on_class_done=on_class_done)
             progress.update(task, completed=len(classes))
         ref = write_result(store, cfg, result)
     except _known_errors() as e:

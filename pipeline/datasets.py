@@ -5,10 +5,17 @@ A dataset is a name plus an ordered class list, names verbatim (`cafe/restaurant
 per line), a PALM-layout dataset folder (`train.csv`/`test.csv` with `path,classname`;
 classes `sorted(unique(classname))`), or the lists bundled for the PALM benchmark
 datasets in `pipeline/classlists/<slug>.txt`.
+
+A run may see only part of that list (`visibility`): the base classes of a split
+(`split="base"` with a `split_policy`, see sept.splits) or the classes of a visible-classes
+file. The LLM prompts, the CLAP filter's confuser comparison and the audio check then cover
+those classes alone, and the version is made for them: for base-to-new training, the new
+classes are never seen.
 """
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +116,16 @@ def read_palm_classes(dataset_root: str | Path, dataset: str) -> list[str]:
 
 
 def palm_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_class: int) -> dict[str, list[Path]]:
-    """The first `per_class` training clips of every class (file order), for the CLAP
-    filter's text-audio check. Paths in the CSV are relative to the dataset folder."""
+    """The first `per_class` training clips of every class in `classes` (file order), for the
+    CLAP filter's text-audio check. Paths in the CSV are relative to the dataset folder.
+
+    Only train.csv is read: a test clip (or a clip of a class outside `classes`) shaping the
+    neighbors would leak evaluation data into training.
+    """
     folder = palm_dataset_dir(dataset_root, dataset)
-    split = folder / "train.csv" if (folder / "train.csv").is_file() else folder / "test.csv"
+    split = folder / "train.csv"
+    if not split.is_file():
+        raise FileNotFoundError(f"audio check: {split} not found (clips come from the training CSV only)")
     clips: dict[str, list[Path]] = {c: [] for c in classes}
     for row in read_palm_rows(split):
         got = clips.get(row["classname"])
@@ -121,9 +134,9 @@ def palm_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_c
     return clips
 
 
-def resolve_classes(cfg: Any) -> list[str]:
-    """Ordered class list for a config with fields `dataset`, `classes`, `classes_file`,
-    `dataset_root`: explicit list > classes file > dataset root > bundled list."""
+def dataset_classes(cfg: Any) -> list[str]:
+    """Ordered class list of the dataset for a config with fields `dataset`, `classes`,
+    `classes_file`, `dataset_root`: explicit list > classes file > dataset root > bundled list."""
     classes = getattr(cfg, "classes", None)
     if classes:
         return list(classes)
@@ -138,3 +151,48 @@ def resolve_classes(cfg: Any) -> list[str]:
             "pass classes, classes_file or dataset_root"
         )
     return found
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which classes a generation run may see.
+
+    classes: the dataset's classes, in order. visible: the ones the run sees and makes
+    neighbors for, in the same order. split: the resolved split (`Split.to_dict()` plus
+    "part") when the run was made from one, else None.
+    """
+
+    classes: list[str]
+    visible: list[str]
+    split: dict | None = None
+
+
+def visibility(cfg: Any) -> Visibility:
+    """The visible classes of a config with the class fields above and optional `split`
+    ("base" | "new" | "all"), `split_policy`, `split_seed`, `visible_classes_file`."""
+    from sept.splits import SplitError, resolve_split
+
+    classes = dataset_classes(cfg)
+    part = getattr(cfg, "split", None)
+    visible_file = getattr(cfg, "visible_classes_file", None)
+    if visible_file is not None:
+        listed = read_classes_file(visible_file)
+        unknown = [c for c in listed if c not in classes]
+        if unknown:
+            raise ValueError(f"visible_classes_file: {visible_file}: not classes of dataset {cfg.dataset!r}: "
+                             f"{', '.join(map(repr, unknown))}")
+        return Visibility(classes, [c for c in classes if c in set(listed)])
+    if part is None:
+        return Visibility(classes, list(classes))
+    try:
+        split = resolve_split(classes, getattr(cfg, "split_policy", "sorted"), getattr(cfg, "split_seed", 42))
+        visible = split.part(part)
+    except SplitError as e:
+        raise ValueError(f"split: {e}") from None
+    order = {c: i for i, c in enumerate(classes)}
+    return Visibility(classes, sorted(visible, key=order.__getitem__), {**split.to_dict(), "part": part})
+
+
+def resolve_classes(cfg: Any) -> list[str]:
+    """The classes a run generates neighbors for: the visible part of the dataset's classes."""
+    return visibility(cfg).visible

@@ -32,6 +32,11 @@ class PipelineConfig(BaseModel):
     classes: list[str] | None = None
     classes_file: Path | None = None
     dataset_root: Path | None = None
+    # visible classes (sept.pipeline.datasets.visibility): a split part, or a file of classes
+    split: str | None = None
+    split_policy: str = "sorted"
+    split_seed: int = 42
+    visible_classes_file: Path | None = None
     backend: str
     model: str
     base_url: str | None = None
@@ -89,8 +94,29 @@ class PipelineConfig(BaseModel):
             seen.add(name)
         return v
 
+    @field_validator("split")
+    @classmethod
+    def _split_part(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("base", "new", "all"):
+            raise ValueError(f"expected base, new or all, got {v!r}")
+        return v
+
+    @field_validator("split_policy")
+    @classmethod
+    def _split_policy(cls, v: str) -> str:
+        from sept.splits import SplitError, check_policy
+
+        try:
+            return check_policy(v)
+        except SplitError as e:
+            raise ValueError(str(e)) from None
+
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineConfig":
+        if self.split is not None and self.visible_classes_file is not None:
+            raise ValueError("give either split or visible_classes_file, not both")
+        if self.visible_classes_file is not None and not self.visible_classes_file.is_file():
+            raise ValueError(f"visible_classes_file: {self.visible_classes_file} does not exist")
         if self.backend == "vllm" and not self.base_url:
             raise ValueError("base_url is required for backend 'vllm' (e.g. http://127.0.0.1:8000/v1)")
         if self.classes_file is not None and not self.classes_file.is_file():
@@ -167,8 +193,10 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
     """Generation parameters for the manifest. Only what shapes the content: no local
     paths, no server address, no timings, no secrets, so identical runs on two machines
     (or against two replicas of one server) get one version id."""
+    from sept.pipeline.datasets import visibility
     from sept.pipeline.models import sentence_model_fingerprint
 
+    seen = visibility(cfg)
     dedup_name = cfg.dedup_model or DEFAULT_DEDUP_MODEL
     if cfg.dedup_model and Path(cfg.dedup_model).expanduser().exists():
         dedup_name = Path(cfg.dedup_model).name
@@ -190,7 +218,14 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
             "model": dedup_name,
             "fingerprint": sentence_model_fingerprint(cfg.dedup_model),
         },
+        # what the prompts, the CLAP filter and the audio check saw: part of the identity
+        "visible_classes": seen.visible,
     }
+    if seen.split is not None:
+        split = dict(seen.split)
+        if split["policy"].startswith("file:"):   # the file's name, not a local path (the lists say it all)
+            split["policy"] = "file:" + Path(split["policy"][len("file:"):]).name
+        params["split"] = split
     if backbone is None:
         params["clap"] = CLAP_SKIPPED
         params["clap_filter"] = CLAP_SKIPPED

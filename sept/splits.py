@@ -135,3 +135,16 @@ def _read_split_file(path: Path, classes: list[str]) -> tuple[list[str], list[st
         raise SplitError(f"split file {path}: " + "; ".join(problems))
     base_set = set(parsed.base)
     return [c for c in classes if c in base_set], [c for c in classes if c not in base_set]
+
+
+def visible_classes_of(manifest: dict) -> list[str]:
+    """The classes a neighbor version's prompts, CLAP filter and audio check could see.
+
+    Read from the manifest's "visible_classes", else its generation params' (where the pipeline
+    and `sept store import --visible-classes` record it, inside the version's identity), else
+    its class list: a version that says nothing saw at least its own classes.
+    """
+    for where in (manifest, manifest.get("params") or {}):
+        if isinstance(where.get("visible_classes"), list):
+            return list(where["visible_classes"])
+    return list(manifest.get("classes", []))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 class Learner(nn.Module):
     trainable = True
     conditional = False       # True: forward also takes audio features and returns [B, N, 512]
+    decoupled = False         # True (DePT): a linear head beside the cosine logits, see `DePT`
 
     def __init__(self, backbone, classes: list[str], cfg):
         super().__init__()
@@ -139,9 +140,13 @@ class CoOp(Learner):
         ctx = self.ctx.unsqueeze(0).expand(n, -1, -1)
         return torch.cat([self.sos.expand(n, -1, -1), ctx, words], dim=1), mask.to(device)
 
-    def forward(self, texts, owners=None):
+    def features(self, texts, owners=None):
+        """[N, 512] text features before normalization (DePT's FiLM reads them)."""
         inputs, mask = self.prompts(texts)
-        return self.backbone.encode_token_embeddings(inputs, mask)
+        return self.backbone.encode_token_embeddings(inputs, mask, normalize=False)
+
+    def forward(self, texts, owners=None):
+        return F.normalize(self.features(texts, owners), dim=-1)
 
 
 class CoCoOp(CoOp):
@@ -175,6 +180,10 @@ class CoCoOp(CoOp):
 
     def forward(self, texts, owners=None, condition=None):
         """texts [N], audio features condition [B, 512] -> unit-norm embeddings [B, N, 512]."""
+        return F.normalize(self.features(texts, owners, condition), dim=-1)
+
+    def features(self, texts, owners=None, condition=None):
+        """As `forward`, before normalization: [B, N, 512]."""
         if condition is None:
             raise ValueError("CoCoOp prompts depend on the audio: pass condition, audio features [B, 512]")
         inputs, mask = self.prompts(texts)                                     # [N, L, 768], [N, L]
@@ -185,21 +194,33 @@ class CoCoOp(CoOp):
         at_ctx = torch.zeros(L, 1, device=inputs.device, dtype=inputs.dtype)
         at_ctx[1:1 + self.n_ctx] = 1
         shifted = inputs.unsqueeze(0) + bias[:, None, None, :] * at_ctx       # [B, N, L, 768]
-        z = self.backbone.encode_token_embeddings(shifted.flatten(0, 1), mask.repeat(B, 1))
+        z = self.backbone.encode_token_embeddings(shifted.flatten(0, 1), mask.repeat(B, 1), normalize=False)
         return z.view(B, N, -1)
 
 
 class KgCoOp(CoOp):
-    """KgCoOp: CoOp + weight * mean_i ||z_i - z0_i||^2 toward the frozen template embedding z0."""
+    """KgCoOp (Yao et al., CVPR 2023; htyao89/KgCoOp trainers/kgcoop.py): CoOp plus
+
+        weight * (1 - mean_i cos(z_i, z0_i))
+
+    z_i the learned embedding of class i, z0_i the frozen CLAP embedding of one hand-written
+    template filled with the class (`kgcoop_anchor`, "a sound of a {}."), the template the context
+    is initialized from (`ctx_init` "a sound of a" + class + `class_suffix` "."): the term is 0 at
+    initialization. The reference's anchor is CLIP's one dataset template and its weight 8.0.
+    """
 
     def __init__(self, backbone, classes, cfg):
         super().__init__(backbone, classes, cfg)
         self.weight = cfg.kgcoop_weight
-        self.anchor = ZeroShot(backbone, classes, cfg)
+        self.anchor_template = cfg.kgcoop_anchor
+        self.anchor = _TextMemo(lambda texts: backbone.encode_text([self.anchor_template.format(t) for t in texts]))
 
     def regularizer(self, texts, embeddings):
         z0 = self.anchor(texts).to(embeddings.device)
-        return self.weight * (embeddings.float() - z0).pow(2).sum(dim=-1).mean()
+        # float64: at initialization z and z0 agree to ~1e-6, and 1 - cos in float32 would be
+        # rounding noise of 1e-7 instead of ~0 (the reference computes it in the model's precision)
+        cos = F.cosine_similarity(embeddings.double(), z0.double(), dim=-1, eps=1e-7)
+        return (self.weight * (1.0 - cos.mean())).float()
 
 
 class Palm(Learner):
@@ -232,6 +253,77 @@ class Palm(Learner):
         return F.normalize(mixed, dim=-1)
 
 
+class FiLM(nn.Module):
+    """Channel-wise affine map x * scale + shift over the last axis (DePT's cwT); identity at init."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+class DePT(Learner):
+    """DePT (Zhang et al., CVPR 2024; Koorye/DePT trainers/elp_coop.py): a plug-in on a text-side
+    learner (CoOp, CoCoOp, KgCoOp) that moves base-specific knowledge into an isolated head.
+
+    Two FiLMs (scale 1, shift 0 at init) map the text and audio features *before normalization*,
+    and a linear head D -> C_base classifies them:
+      training  head input = [FiLM_t(text feature of each clip's label); FiLM_a(audio)] [2B, D], labels
+                duplicated; loss = (1 - w) CE(cosine logits) + w CE(head logits)
+      eval      base label space: (1 - w) * cosine logits + w * head(FiLM_a(audio)), logits not
+                probabilities, the cosine logits at CLAP's scale and the head's unscaled, as the
+                reference fuses them; any other label space (new classes, other datasets): cosine alone.
+    The cosine logits and everything else (SEPT's neighbors, KgCoOp's regularizer) go through the
+    base learner unchanged: `forward` is the base learner's forward. w = 0 is the base learner.
+    """
+
+    decoupled = True
+
+    def __init__(self, base: Learner, cfg):
+        super().__init__(base.backbone, base.classes, cfg)
+        if not hasattr(base, "features"):
+            raise ValueError(f"dept: {type(base).__name__} has no text features before normalization; "
+                             "DePT applies to coop, cocoop and kgcoop")
+        self.base = base
+        self.conditional = base.conditional
+        self.weight = cfg.dept_weight
+        D, device = base.backbone.embed_dim, base.backbone.device
+        self.film_text = FiLM(D).to(device)
+        self.film_audio = FiLM(D).to(device)
+        # the reference's nn.Linear with PyTorch's default initialization
+        self.head = nn.Linear(D, len(self.classes)).to(device)
+
+    def features(self, texts, owners=None, condition=None):
+        return self.base.features(texts, owners, **({"condition": condition} if self.conditional else {}))
+
+    def forward(self, texts, owners=None, condition=None):
+        return self.base(texts, owners, **({"condition": condition} if self.conditional else {}))
+
+    def regularizer(self, texts, embeddings):
+        return self.base.regularizer(texts, embeddings)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The head's and FiLMs' parameters (DePT trains them at `dept_lr_mult` x the prompt's lr)."""
+        return [*self.film_text.parameters(), *self.film_audio.parameters(), *self.head.parameters()]
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return list(self.base.parameters())
+
+    def head_training_logits(self, text: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor):
+        """text features of each clip's label [B, D] and audio features [B, D], both before
+        normalization -> head logits [2B, C] and their labels [2B]."""
+        both = torch.cat([self.film_text(text), self.film_audio(audio.to(text.dtype))])
+        return self.head(both), torch.cat([labels, labels])
+
+    def fuse(self, cosine_logits: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Base label space at evaluation: (1 - w) * cosine logits [N, C] + w * head logits [N, C]."""
+        head = self.head(self.film_audio(audio.to(cosine_logits.dtype)))
+        return (1 - self.weight) * cosine_logits + self.weight * head
+
+
 LEARNERS: dict[str, type[Learner]] = {
     "zeroshot": ZeroShot,
     "coop": CoOp,
@@ -241,7 +333,18 @@ LEARNERS: dict[str, type[Learner]] = {
 }
 
 
+# the text-side learners DePT plugs into (Koorye/DePT ships CoOp, CoCoOp, KgCoOp and MaPLe variants)
+DEPT_METHODS = ("coop", "cocoop", "kgcoop")
+
+
 def build_learner(method: str, backbone, classes: list[str], cfg) -> Learner:
+    """The learner of `method`; with `cfg.dept`, wrapped in DePT (its head made after the base's
+    parameters, so a seed gives the base learner the same initialization with or without DePT)."""
     if method not in LEARNERS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(LEARNERS)}")
-    return LEARNERS[method](backbone, classes, cfg)
+    learner = LEARNERS[method](backbone, classes, cfg)
+    if getattr(cfg, "dept", False):
+        if method not in DEPT_METHODS:
+            raise ValueError(f"dept applies to {', '.join(DEPT_METHODS)}, not method {method!r}")
+        learner = DePT(learner, cfg)
+    return learner

@@ -93,12 +93,13 @@ def import_(
     parent: Optional[str] = typer.Option(None, "--parent", help="Parent version reference DATASET@REF."),
     message: str = typer.Option("", "--message", "-m", help="Free-text message for the manifest."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
+    visible_classes: Optional[Path] = typer.Option(None, "--visible-classes", help="Classes the neighbors' author saw, one per line (default: the imported class list); base-to-new training refuses a version that saw a new class."),
 ) -> None:
     """Import a JSONL file of neighbors as a new version; prints its reference last."""
     from sept.neighbor_store.review import import_file
 
     with _errors():
-        ref, created = import_file(_open(ctx), file, dataset, classes, parent, message, tag)
+        ref, created = import_file(_open(ctx), file, dataset, classes, parent, message, tag, visible_classes)
     _created_note(ref, created)
 
 

@@ -146,8 +146,13 @@ def import_file(
     parent: str | None = None,
     message: str = "",
     tag: str | None = None,
+    visible_classes_file: str | Path | None = None,
 ) -> tuple[str, bool]:
-    """Import a JSONL file of neighbors as a version; returns `(ref, created)`."""
+    """Import a JSONL file of neighbors as a version; returns `(ref, created)`.
+
+    visible_classes_file: the classes that whoever made the neighbors saw (one per line);
+    default: the imported class list.
+    """
     path = Path(path)
     classes = read_classes_file(classes_file) if classes_file is not None else None
     parsed = read_human_file(path, classes)
@@ -156,8 +161,11 @@ def import_file(
         if not classes:
             raise ValidationError("no neighbors in the file and no --classes given", file=path)
     accepted, rejected = _split([lr for lr, _ in parsed])
+    params: dict[str, Any] = {"source": "human-import"}
+    if visible_classes_file is not None:
+        params["visible_classes"] = read_classes_file(visible_classes_file)
     return store.write_version_info(
-        dataset, classes, accepted, rejected, params={"source": "human-import"},
+        dataset, classes, accepted, rejected, params=params,
         parent=parent, message=message, tag=tag,
     )
 

@@ -83,6 +83,19 @@ def check_classes(classes: list[str], file: str | Path | None = None) -> list[st
     return list(classes)
 
 
+def check_visible(classes: list[str], visible: Any) -> list[str]:
+    """The visible classes of a version (default: its classes); each of its classes must be among them."""
+    if visible is None:
+        return list(classes)
+    if isinstance(visible, str) or not isinstance(visible, list) or not all(isinstance(c, str) for c in visible):
+        raise ValidationError(f"parameter 'visible_classes' must be a list of class names, got {visible!r}")
+    unseen = [c for c in classes if c not in set(visible)]
+    if unseen:
+        raise ValidationError(f"parameter 'visible_classes' lacks the version's class(es) "
+                              f"{', '.join(map(repr, unseen))} (a class's neighbors were made seeing it)")
+    return list(visible)
+
+
 def _record_label(r: NeighborRecord) -> str:
     return f"neighbor {r.text!r} of class {r.class_!r}"
 
@@ -191,6 +204,7 @@ def write(
     params = redact.scrub(jsonable(dict(params or {}), ""), secrets)
     message = redact.scrub_text(message or "", secrets)
     cost = redact.scrub(jsonable(list(cost), "cost"), secrets) if cost else None
+    visible = check_visible(classes, params.get("visible_classes"))
     neighbors, rejected = prepare_records(classes, list(neighbors), list(rejected or []))
     parent_id = None
     if parent is not None:
@@ -223,6 +237,9 @@ def write(
         "code_version": __version__,
         "message": message,
         "params": params,
+        # what the version's prompts, CLAP filter and audio check saw (in params when given, so
+        # part of the id); base-to-new training refuses a version that saw a new class
+        "visible_classes": visible,
         "files": {
             NEIGHBORS: {"sha256": nsha, "rows": len(neighbors)},
             REJECTED: {"sha256": rsha, "rows": len(rejected)},
@@ -237,6 +254,8 @@ def write(
     }
     if cost is not None:
         manifest["cost"] = cost
+    if isinstance(params.get("split"), dict):
+        manifest["split"] = params["split"]
     manifest["manifest_sha256"] = manifest_digest(manifest)
 
     (ddir / "versions").mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ def test_split_base_prompts_filter_and_audio_see_no_new_class(fault_server, data
         assert all(c in text for c in SORTED.base)          # the class list is rendered, base classes only
     assert version.classes == SORTED.base
     assert version.manifest["params"]["visible_classes"] == SORTED.base == visible_classes_of(version.manifest)
-    assert version.manifest["params"]["split"] == {**SORTED.to_dict(), "part": "base"}
+    assert version.manifest["params"]["split"] == {**SORTED.to_dict(), "part": "base"} == version.manifest["split"]
+    assert version.manifest["visible_classes"] == SORTED.base
     reasons = [r.reason for r in version.rejected if not r.reason.startswith("duplicate_of:")]
     assert reasons and all(r.startswith("clap_confuser:") for r in reasons) and version.neighbors == []
     assert {r.split(":", 1)[1] for r in reasons} <= set(SORTED.base)
@@ -115,3 +116,28 @@ def test_audio_clips_come_from_the_training_csv_of_visible_classes(data_root, tm
     (only_test / "test.csv").write_text((data_root / DATASET / "test.csv").read_text(encoding="utf-8"))
     with pytest.raises(FileNotFoundError, match="training CSV only"):
         palm_clips(only_test.parent, DATASET, SORTED.base, per_class=1)
+
+
+def test_store_import_records_visible_classes(tmp_path):
+    jsonl = tmp_path / "human.jsonl"
+    jsonl.write_text(json.dumps({"class": "clapping", "text": "hands clapping"}) + "\n"
+                     + json.dumps({"class": "laughing", "text": "giggles"}) + "\n", encoding="utf-8")
+    store_dir = tmp_path / "store"
+    plain = run("store", "--store", store_dir, "import", jsonl, "--dataset", DATASET)
+    assert plain.exit_code == 0, plain.output
+    version = Store(store_dir).read(plain.stdout.strip().splitlines()[-1])
+    assert version.manifest["visible_classes"] == ["clapping", "laughing"] == visible_classes_of(version.manifest)
+
+    seen = tmp_path / "seen.txt"
+    seen.write_text("clapping\nfootsteps\nlaughing\n", encoding="utf-8")
+    wider = run("store", "--store", store_dir, "import", jsonl, "--dataset", DATASET, "--visible-classes", seen)
+    assert wider.exit_code == 0, wider.output
+    other = Store(store_dir).read(wider.stdout.strip().splitlines()[-1])
+    assert other.id != version.id                                    # what was seen is part of the identity
+    assert other.manifest["visible_classes"] == ["clapping", "footsteps", "laughing"]
+    assert run("store", "--store", store_dir, "verify", other.ref).exit_code == 0
+
+    narrow = tmp_path / "narrow.txt"
+    narrow.write_text("clapping\n", encoding="utf-8")
+    bad = run("store", "--store", store_dir, "import", jsonl, "--dataset", DATASET, "--visible-classes", narrow)
+    assert bad.exit_code != 0 and "lacks the version's class(es) 'laughing'" in bad.output

@@ -110,8 +110,8 @@ def test_cli_train_cocoop_with_sept_and_eval(backbone, palm_dataset, clap_checkp
 
     from sept.cli import app
 
-    neighbors = {"Cough": ["dry cough"], "cafe/restaurant": ["coffee shop ambience"], "dog": ["barking dog"],
-                 "siren": ["police siren wailing"]}
+    # base-to-new: a version of the base classes only (sorted split)
+    neighbors = {"Cough": ["dry cough"], "cafe/restaurant": ["coffee shop ambience"]}
     records = [NeighborRecord(**{"class": c, "text": t}) for c, texts in neighbors.items() for t in texts]
     store_root = tmp_path / "store"
     ref = Store(store_root).write_version("Synth", list(neighbors), records, params={"backend": "human"})

@@ -7,6 +7,8 @@ normalize(mean_t normalize(encode_text(template_t.format(x)))). For a neighbor o
 and the neighbor is rejected as
     clap_low_self           when clap_self < min_self,
     clap_confuser:<class>   when clap_best_other > clap_self + confuser_margin.
+The classes compared are the keys of `kept`: the run's visible classes. A base-only run
+(`sept generate --split base`) passes only base classes, so no new class shapes the filter.
 
 Defaults are set for released LAION-CLAP checkpoints, whose templated text prototypes
 sit at cosine ~0.5-0.9 for related phrases; `min_self=0.5` drops neighbors CLAP cannot

@@ -141,3 +141,23 @@ def test_store_import_records_visible_classes(tmp_path):
     narrow.write_text("clapping\n", encoding="utf-8")
     bad = run("store", "--store", store_dir, "import", jsonl, "--dataset", DATASET, "--visible-classes", narrow)
     assert bad.exit_code != 0 and "lacks the version's class(es) 'laughing'" in bad.output
+
+
+def test_flow_parameters_take_a_split(data_root, tmp_path):
+    import inspect
+
+    from sept.flows.generate import generate_neighbors
+    from sept.flows.params import ParameterError, validate_config
+    from sept.pipeline.datasets import resolve_classes
+
+    names = set(inspect.signature(generate_neighbors.fn).parameters)
+    assert {"split", "split_policy", "split_seed", "visible_classes_file"} <= names
+    given = {"dataset": DATASET, "dataset_root": str(data_root), "backend": "openai", "model": "m",
+             "split": "base", "split_policy": "shuffled", "split_seed": 5, "visible_classes_file": ""}
+    assert resolve_classes(validate_config(given)) == resolve_split(CLASSES, "shuffled", 5).base
+    with pytest.raises(ParameterError, match="split: expected base, new or all"):
+        validate_config({**given, "split": "novel"})
+    listing = tmp_path / "v.txt"
+    listing.write_text("laughing\n", encoding="utf-8")
+    with pytest.raises(ParameterError, match="either split or visible_classes_file"):
+        validate_config({**given, "visible_classes_file": str(listing)})

@@ -112,7 +112,7 @@ data_app = typer.Typer(help="Benchmark datasets on disk.", no_args_is_help=True)
 
 @data_app.command("check")
 def data_check(
-    root: Path = typer.Argument(..., help="Folder holding the datasets in PALM layout (<DIR>/ESC50/train.csv, ...)."),
+    root: Path = typer.Argument(..., metavar="DIR", help="Folder holding the datasets in PALM layout (DIR/ESC50/train.csv, ...)."),
     require: Optional[str] = typer.Option(None, "--require", help="Comma-separated datasets that must be present."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Check only these (comma-separated; default: all 11)."),
 ) -> None:

@@ -11,6 +11,11 @@ P2  SEPT step vs CoOp step with 10 neighbors per class at the default neighbor b
     16-shot step count (50 steps/epoch); goal <= 1.5x. And the budget's effect: SEPT loss over
     the budgeted subsets vs over all neighbors, same learner state.
 P3  cached epoch vs bare text-encoder forward+backward on the same prompts; goal <= 1.25x.
+P4  audio-side prompts (CoOp + ASPL): an epoch with the stored log-mel (HTSAT's rest per step,
+    through the FiLM) vs the cached-embedding CoOp epoch, and vs the reference's way (each step
+    decodes its clips and recomputes the log-mel, as hyebin-c/aspl's dataloader + HTSAT do);
+    both ratios, and the share of the ASPL epoch spent in the audio encoder (forward, and
+    backward from the text prompt's last gradient to the spectral FiLM's, by gradient hooks).
 
 Scaled down to fit a 2-core CPU, as printed: P1 and P3 use 50 classes x 4 shots (13 steps of
 16); P1's epoch times are extrapolated from --palm-steps alternating steps of each kind
@@ -18,7 +23,16 @@ Scaled down to fit a 2-core CPU, as printed: P1 and P3 use 50 classes x 4 shots 
 --sept-steps steps of each kind with the 16-shot step count (the 4-shot features repeated
 4x; step cost does not depend on feature values); margins use the one-template set.
 
-    python benchmarks/trainer.py [--shots 4] [--palm-steps 2] [--sept-steps 3] [--threads N]
+P4 times --aspl-steps alternating steps of each kind at batch 16 (epochs extrapolated to the
+few-shot set's step count); the CoOp step reads stand-in features (its cost does not depend on
+their values) and the embedding-cache read is scaled from one batch of real clips.
+--aspl-only runs the set-up and P4 alone.
+P5  DePT step (CoOp + FiLM + linear head, fused loss) vs the plain CoOp step, same 16-clip batches
+    and prompts, --dept-steps alternating steps of each; the ratio (DePT adds a [512] x C head and
+    two FiLMs beside C text-encoder passes). --dept-only runs the set-up and P5 alone.
+
+    python benchmarks/trainer.py [--shots 4] [--palm-steps 2] [--sept-steps 3] [--aspl-steps 1]
+                                 [--aspl-only] [--dept-steps 3] [--dept-only] [--threads N]
 """
 from __future__ import annotations
 
@@ -56,7 +70,11 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--palm-steps", type=int, default=2)
     ap.add_argument("--sept-steps", type=int, default=3)
+    ap.add_argument("--dept-steps", type=int, default=3)
+    ap.add_argument("--dept-only", action="store_true", help="set-up and P5 only")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--aspl-steps", type=int, default=1)
+    ap.add_argument("--aspl-only", action="store_true", help="set-up and P4 only")
     args = ap.parse_args()
     if args.threads:
         # on a shared machine one thread per process avoids stalls at every parallel op
@@ -99,6 +117,13 @@ def main() -> None:
     samples = few_shot(ds.train, cfg.shots, cfg.seed)
     print(f"workload: {C} classes x {cfg.shots} shots = {len(samples)} clips, batch {cfg.batch_size}, "
           f"CoOp n_ctx {cfg.n_ctx}, prompts padded to the longest")
+
+    if args.aspl_only:
+        aspl_epochs(bb, cfg, ds, samples, work, args.aspl_steps)
+        return
+    if args.dept_only:
+        dept_step_ratio(args, cfg, bb, ds, samples)
+        return
 
     # ---------------------------------------------------------------- P1: cache vs PALM-style
     import shutil
@@ -221,6 +246,124 @@ def main() -> None:
     print(f"      budgeted: mean {statistics.mean(step_total):.4f} (rel. diff "
           f"{100 * (statistics.mean(step_total) - full) / max(full, 1e-12):+.1f}%), std {statistics.pstdev(step_total):.4f}, "
           f"min {min(step_total):.4f}, max {max(step_total):.4f}")
+
+    aspl_epochs(bb, cfg, ds, samples, work, args.aspl_steps)
+    dept_step_ratio(args, cfg, bb, ds, samples)
+
+
+def aspl_epochs(bb, cfg, ds, samples, work: Path, n_steps: int) -> None:
+    """P4: CoOp + ASPL epoch (stored log-mel) vs cached-embedding CoOp vs per-step log-mel."""
+    import shutil
+
+    import torch.nn.functional as F
+
+    from sept.trainer.audio_cache import AudioCache
+    from sept.trainer.audio_prompts import AudioPrompt, PromptedAudio
+    from sept.trainer.learners import build_learner
+    from sept.trainer.train import Run, run_epoch
+
+    paths = [s.path for s in samples]
+    labels = torch.tensor([s.label for s in samples])
+    shutil.rmtree(work / "cache-aspl", ignore_errors=True)
+    torch.manual_seed(cfg.seed)
+    prompt = AudioPrompt(bb, "aspl")
+    _, t_fill = timed(PromptedAudio(work / "cache-aspl", bb, prompt).inputs, paths)
+    inputs, t_mel_read = timed(PromptedAudio(work / "cache-aspl", bb, prompt).inputs, paths)
+    mel_mb = inputs["mel"].numel() * 4 / 2 ** 20
+
+    # the embedding cache's read cost, from one batch of real clips scaled to the set
+    embedding_cache = AudioCache(work / "cache-aspl", bb)
+    embedding_cache.embed(paths[:cfg.batch_size])
+    _, t_batch_read = timed(AudioCache(work / "cache-aspl", bb).embed, paths[:cfg.batch_size])
+    t_emb_read = t_batch_read * len(paths) / cfg.batch_size
+
+    def learner():
+        torch.manual_seed(cfg.seed)
+        return build_learner("coop", bb, ds.classes, cfg)
+
+    coop = learner()
+    stand_in = F.normalize(torch.randn(len(paths), bb.embed_dim), dim=-1)
+    coop_run = Run(cfg, coop, ds.classes, stand_in, labels, bb.logit_scale,
+                   optimizer=torch.optim.SGD(coop.parameters(), lr=cfg.lr, momentum=cfg.momentum))
+    text = learner()
+    aspl_run = Run(cfg, text, ds.classes, None, labels, bb.logit_scale, audio_prompt=prompt, audio_inputs=inputs,
+                   optimizer=torch.optim.SGD([{"params": list(text.parameters())},
+                                              {"params": list(prompt.parameters())}], lr=cfg.lr, momentum=cfg.momentum))
+
+    # where the audio encoder's time goes: its forward is timed around the call; its backward runs
+    # after the text encoder's (autograd takes later nodes first), from the context's gradient to
+    # the spectral FiLM's, the first module of the forward and so the last of the backward
+    marks: dict[str, float] = {}
+    text.ctx.register_hook(lambda g: marks.__setitem__("text_done", time.perf_counter()))
+    prompt.film["spectral"].gamma.register_hook(lambda g: marks.__setitem__("audio_done", time.perf_counter()))
+    forward: list[float] = []
+
+    def stored_audio(idx):
+        out, t = timed(aspl_run.audio, idx)
+        forward.append(t)
+        return out
+
+    def reference_audio(idx):
+        # the reference's way: decode, resample, STFT and log-mel in every step
+        return prompt.encode(bb.htsat_inputs([paths[i] for i in idx.tolist()]))
+
+    coop_steps, stored_steps, reference_steps, backward = [], [], [], []
+    for i in range(n_steps):                 # alternating, one step each, so all see the same load
+        coop_steps.append(timed(run_epoch, coop_run, 200 + i, max_steps=1)[1])
+        marks.clear()
+        stored_steps.append(timed(run_epoch, aspl_run, 200 + i, audio=stored_audio, max_steps=1)[1])
+        backward.append(marks["audio_done"] - marks["text_done"])
+        reference_steps.append(timed(run_epoch, aspl_run, 300 + i, audio=reference_audio, max_steps=1)[1])
+    steps = coop_run.steps_per_epoch
+    med = statistics.median
+    epoch_coop = med(coop_steps) * steps + t_emb_read
+    epoch_stored = med(stored_steps) * steps + t_mel_read
+    epoch_reference = med(reference_steps) * steps
+    audio_step = med(forward) + med(backward)
+    print(f"\nP4  audio-side prompts: CoOp + ASPL (spectral + token FiLM, {prompt.n_parameters} parameters), "
+          f"{len(paths)} clips, batch {cfg.batch_size}, {steps} steps/epoch")
+    print(f"    log-mel cache fill (one-off): {t_fill:.1f} s ({t_fill / len(paths) * 1000:.0f} ms/clip); "
+          f"read of all {len(paths)}: {t_mel_read * 1000:.0f} ms ({mel_mb:.0f} MB in memory)")
+    print(f"    steps (median of {n_steps}, alternating): CoOp cached embeddings {med(coop_steps):.2f} s, "
+          f"ASPL stored log-mel {med(stored_steps):.2f} s, ASPL log-mel per step {med(reference_steps):.2f} s")
+    print(f"    epoch: CoOp cached {epoch_coop:.1f} s, ASPL stored log-mel {epoch_stored:.1f} s, "
+          f"ASPL reference way {epoch_reference:.1f} s")
+    print(f"    ratio ASPL stored log-mel / CoOp cached embeddings: {epoch_stored / epoch_coop:.1f}x")
+    print(f"    ratio ASPL reference way / ASPL stored log-mel: {epoch_reference / epoch_stored:.2f}x")
+    print(f"    audio encoder per ASPL step: forward {med(forward):.2f} s + backward {med(backward):.2f} s = "
+          f"{100 * audio_step * steps / epoch_stored:.0f}% of the stored-log-mel epoch")
+
+
+def dept_step_ratio(args, cfg, bb, ds, samples) -> None:
+    """P5: alternating CoOp and CoOp+DePT steps on the same 16-clip batches, at the 16-shot step count."""
+    from sept.trainer.audio_cache import AudioCache
+    from sept.trainer.learners import build_learner
+    from sept.trainer.train import Run, learner_param_groups, run_epoch
+
+    # batch, lr and everything else as the CoOp run: only DePT's parts differ
+    dept_cfg = cfg.replace(dept=True)
+    torch.manual_seed(cfg.seed)
+    coop = build_learner("coop", bb, ds.classes, cfg)
+    torch.manual_seed(cfg.seed)
+    dept = build_learner("coop", bb, ds.classes, dept_cfg)
+    reps = math.ceil(16 / cfg.shots)
+    labels = torch.tensor([s.label for s in samples]).repeat(reps)
+    unit = AudioCache(cfg.cache_dir, bb).embed([s.path for s in samples]).repeat(reps, 1)
+    raw = AudioCache(cfg.cache_dir, bb, normalize=False).embed([s.path for s in samples]).repeat(reps, 1)
+    coop_run = Run(cfg, coop, ds.classes, unit, labels, bb.logit_scale,
+                   optimizer=torch.optim.SGD(coop.parameters(), lr=cfg.lr, momentum=cfg.momentum))
+    dept_run = Run(dept_cfg, dept, ds.classes, raw, labels, bb.logit_scale,
+                   optimizer=torch.optim.SGD(learner_param_groups(dept, dept_cfg), lr=cfg.lr, momentum=cfg.momentum))
+    extra = sum(p.numel() for p in dept.head_parameters())
+    t_coop = t_dept = 0.0
+    for i in range(args.dept_steps):           # alternating, so both see the same load
+        t_coop += timed(run_epoch, coop_run, i, max_steps=1)[1]
+        t_dept += timed(run_epoch, dept_run, i, max_steps=1)[1]
+    print(f"\nP5  DePT step vs CoOp step ({len(ds.classes)} classes, batch {cfg.batch_size}, n_ctx {cfg.n_ctx}; "
+          f"DePT adds {extra} parameters: 2 FiLMs of {bb.embed_dim} x 2 and a {bb.embed_dim} -> {len(ds.classes)} head)")
+    print(f"    CoOp step {t_coop / args.dept_steps:.2f} s, CoOp+DePT step {t_dept / args.dept_steps:.2f} s "
+          f"(mean of {args.dept_steps})")
+    print(f"    ratio DePT / CoOp: {t_dept / t_coop:.3f}x")
 
 
 if __name__ == "__main__":

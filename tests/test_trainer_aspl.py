@@ -162,8 +162,7 @@ def test_one_step_moves_only_the_film_and_the_text_prompt(backbone, palm_dataset
 @pytest.mark.parametrize("method", ["zeroshot", "cocoop", "kgcoop", "palm"])
 def test_every_learner_trains_with_an_audio_prompt(method, backbone, palm_dataset, clap_checkpoint, tmp_path,
                                                    cache_dir):
-    run = _one_step_run(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir, method=method,
-                        **({"epochs": 1} if method == "zeroshot" else {}))
+    run = _one_step_run(backbone, palm_dataset, clap_checkpoint, tmp_path, cache_dir, method=method, batch_size=2)
     before = {k: v.clone() for k, v in run.audio_prompt.state_dict().items()}
     text_before = [p.detach().clone() for p in run.learner.parameters()]
     run_epoch(run, 0, max_steps=1)
@@ -194,3 +193,23 @@ def test_run_records_parameter_counts_and_checkpoints_the_prompt(backbone, palm_
     assert plain["params"] == {"text": 2 * 768, "audio": 0}
     zero = train(cfg.replace(method="zeroshot", audio_prompt="none", epochs=0), backbone=backbone)
     assert zero["params"] == {"text": 0, "audio": 0}
+
+
+def test_fusion_tower_takes_the_stored_mel_fusion(palm_dataset, clap_tokenizer_dir, tmp_path_factory):
+    """With fusion, HTSAT's input is laion-clap's mel_fusion (global view + 3 local chunks of a
+    longer clip): stored as is, and laion-clap's own HTSAT.forward runs through the FiLM hooks."""
+    from sept.clap import load_backbone
+    from sept.clap.tiny import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path_factory.mktemp("clap-fusion") / "fusion.pt", enable_fusion=True)
+    fused = load_backbone(checkpoint, enable_fusion=True, tokenizer=clap_tokenizer_dir, device="cpu")
+    ds = load_dataset(palm_dataset)
+    clips = [ds.test[0].path, ds.test[1].path, ds.train[0].path]          # the 11 s clip first
+    prompt = AudioPrompt(fused, "aspl+")
+    source = PromptedAudio(tmp_path_factory.mktemp("fusion-cache"), fused, prompt)
+    inputs = source.inputs(clips)
+    assert inputs["mel"].shape == (3, 4, 1001, 64) and inputs["longer"].tolist() == [True, False, False]
+    torch.testing.assert_close(source.embed(clips), fused.encode_audio(clips), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        prompt.film["spectral"].beta.fill_(0.5)
+    assert (source.embed(clips) - fused.encode_audio(clips)).abs().max().item() > 1e-4

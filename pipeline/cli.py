@@ -50,15 +50,17 @@ def _message(e: BaseException) -> str:
 
 
 def generate(
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name (bundled lists: esc50, tut2017, ... or any name with --classes-file / --dataset-root)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (bundled lists: esc50, tut2017, ... or any name with --classes-file / --dataset-root); not with --backend random-words, which takes it from --like."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Text file, one class per line."),
     dataset_root: Optional[Path] = typer.Option(None, "--dataset-root", help="PALM-layout root (<root>/<dataset>/train.csv) or the dataset folder."),
     split: Optional[str] = typer.Option(None, "--split", help="Make neighbors for one part of a base/new split only: base | new | all. The LLM prompts, CLAP filter and audio check then see only those classes."),
     split_policy: str = typer.Option("sorted", "--split-policy", help="How --split divides the classes: sorted | shuffled | file:PATH (JSON {\"base\": [...], \"new\": [...]})."),
     split_seed: int = typer.Option(42, "--split-seed", help="Seed of the shuffled split policy."),
     visible_classes: Optional[Path] = typer.Option(None, "--visible-classes", help="Text file, one class per line: make neighbors for these classes only, seeing no other."),
-    backend: str = typer.Option(..., "--backend", help="openai | anthropic | vllm | vllm-offline"),
-    model: str = typer.Option(..., "--model", help="LLM name (or local path for vllm-offline)."),
+    backend: str = typer.Option(..., "--backend", help="openai | anthropic | vllm | vllm-offline, or random-words (the control: no LLM, see --like)"),
+    model: Optional[str] = typer.Option(None, "--model", help="LLM name (or local path for vllm-offline); not for random-words."),
+    like: Optional[str] = typer.Option(None, "--like", help="random-words: DATASET@REF whose classes, visible classes and neighbors per class the new version copies."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (random-words: the seed of the random texts)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (required for vllm)."),
     clap_checkpoint: Optional[Path] = typer.Option(None, "--clap-checkpoint", help="LAION-CLAP checkpoint; without it the CLAP filter and margins are skipped."),
     clap_amodel: str = typer.Option("HTSAT-tiny", "--clap-amodel", help="CLAP audio model of the checkpoint."),
@@ -90,6 +92,21 @@ def generate(
 
     from sept.pipeline.run import PipelineConfig, config_error_text
 
+    if backend == "random-words":
+        if like is None:
+            _fail("--backend random-words needs --like DATASET@REF (the version whose shape it copies)")
+        if dataset is not None or model is not None:
+            _fail("--backend random-words takes the dataset from --like and uses no model: drop --dataset/--model")
+        _random_words(like=like, seed=seed, clap_checkpoint=clap_checkpoint, clap_amodel=clap_amodel,
+                      clap_fusion=clap_fusion, clap_tokenizer=clap_tokenizer, templates=templates, tag=tag,
+                      store=store, message=message)
+        return
+    if like is not None:
+        _fail("--like is for --backend random-words")
+    if dataset is None:
+        _fail("--dataset is required")
+    if model is None:
+        _fail("--model is required")
     if classes_file is not None and dataset_root is not None:
         _fail("give either --classes-file or --dataset-root, not both")
     try:
@@ -102,11 +119,36 @@ def generate(
             templates=templates, temperature=temperature, dedup_threshold=dedup_threshold,
             dedup_model=dedup_model, min_self=min_self, confuser_margin=confuser_margin,
             audio_clips_per_class=audio_clips, min_audio_self=min_audio_self, tag=tag, store=store,
-            cache_dir=cache_dir, concurrency=concurrency, max_attempts=max_attempts, message=message,
+            cache_dir=cache_dir, concurrency=concurrency, max_attempts=max_attempts, message=message, seed=seed,
         )
     except ValidationError as e:
         _fail(config_error_text(e))
     _generate(cfg)
+
+
+def _random_words(**options) -> None:
+    """`sept generate --backend random-words`: the random-word twin of a version, written like any other."""
+    from rich.console import Console
+
+    from sept.neighbor_store import Store
+    from sept.pipeline.random_words import RandomWordsConfig, make_random_version
+    from sept.pipeline.run import write_result
+
+    console = Console(stderr=True)
+    try:
+        cfg = RandomWordsConfig(**options)
+        store = Store(cfg.store)
+        result, cfg = make_random_version(cfg, store)
+        ref = write_result(store, cfg, result)
+    except _known_errors() as e:
+        _fail(_message(e))
+    console.print(f"{len(result.classes)} classes, {len(result.neighbors)} random-word neighbors "
+                  f"(like {result.params['like']['ref']}, seed {cfg.seed}); no LLM requests")
+    if result.margins is None:
+        console.print("margins skipped: no --clap-checkpoint")
+    else:
+        console.print(f"margins {tuple(result.margins[1].shape)} under encoder {result.margins[0]}")
+    typer.echo(ref)
 
 
 def _generate(cfg) -> None:

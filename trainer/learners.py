@@ -12,6 +12,9 @@ A *conditional* learner (`conditional = True`, CoCoOp) builds its prompts from a
 embedding per (clip, text), [B, N, 512]. The loop and evaluation check the flag to score each
 clip against its own class embeddings.
 
+The prompt learners (CoOp, CoCoOp, KgCoOp) also have `features(...)`: the same embeddings before
+normalization, which DePT's FiLM reads; `DePT` wraps any of them (`dept=true`), see its docstring.
+
 The CLAP backbone stays frozen and in eval mode (no dropout), so a learner's output depends
 only on its own parameters. Adding a method = one class here + one entry in LEARNERS.
 """

@@ -81,7 +81,9 @@ def _log_summary(logger, ref: str, summary: dict) -> None:
     for cost in summary.get("cost", []):
         logger.info(f"cost: {format_cost(cost)}")
     # one machine-readable line (also what the tests read)
-    logger.info("summary " + json.dumps({k: v for k, v in summary.items() if k != "classes"}, sort_keys=True))
+    # (cost has its own line above: kept out so this one stays short enough not to be wrapped)
+    logger.info("summary " + json.dumps({k: v for k, v in summary.items() if k not in ("classes", "cost")},
+                                        sort_keys=True))
     logger.info(f"new version: {ref}")
     try:
         from prefect.artifacts import create_markdown_artifact

@@ -40,6 +40,14 @@ def new_ref(out: str) -> str:
     return found[-1]
 
 
+def cost_line(out: str) -> dict:
+    found = re.findall(r"cost: \S+ \S+: (\d+) requests \((\d+) retries\), (\d+) response cache hits, "
+                       r"(\d+) prompt \+ (\d+) completion tokens", out)
+    assert found, f"no cost line in the run's output:\n{out[-4000:]}"
+    keys = ("requests", "retries", "response_cache_hits", "prompt_tokens", "completion_tokens")
+    return dict(zip(keys, map(int, found[-1])))
+
+
 def vllm_requests(base_url: str) -> float:
     """Requests the real vLLM server finished, from its Prometheus metrics."""
     root = base_url.rsplit("/v1", 1)[0]
@@ -68,12 +76,16 @@ def test_deployment_run_writes_a_verified_version_and_a_rerun_makes_no_request(p
     after_first = vllm_requests(vllm_server.base_url)
     assert first["requests"] >= 4 and first["task_cache_hits"] == 0
     assert after_first - before == first["requests"], "the summary's request count disagrees with the server"
+    logged = cost_line(out)  # what the generation cost, logged and kept in the manifest
+    assert logged["requests"] == first["requests"] and logged["prompt_tokens"] > 0 and logged["completion_tokens"] > 0
 
     verify(prefect_stack, ref)
     store = store_of(prefect_stack)
     version = store.read(ref)
     assert version.classes == ["bangu", "daluo", "naobo", "xiaoluo"]
     assert version.manifest["params"]["backend"] == "vllm"
+    [cost] = version.manifest["cost"]
+    assert {k: cost[k] for k in logged} == logged and cost["backend"] == "vllm" and cost["wall_seconds"] > 0
     fingerprint = version.manifest["params"]["margins"]["fingerprint"]
     margins = store.read_margins(ref, fingerprint)
     assert margins is not None and tuple(margins.values.shape) == (4, len(version.neighbors))
@@ -82,6 +94,8 @@ def test_deployment_run_writes_a_verified_version_and_a_rerun_makes_no_request(p
     assert code == 0, out[-4000:]
     again = summary(out)
     assert again["requests"] == 0 and again["task_cache_hits"] == 4
+    assert cost_line(out) == {"requests": 0, "retries": 0, "response_cache_hits": 0, "prompt_tokens": 0,
+                              "completion_tokens": 0}  # every class came from the task cache
     assert vllm_requests(vllm_server.base_url) == after_first, "the re-run sent requests to the LLM server"
     assert new_ref(out) == ref  # same inputs, same content: the same version
     assert len(store.list("beijing-opera")) == 1

@@ -185,7 +185,7 @@ def _bench(protocol: str, given: dict, out: Optional[Path], store: Optional[Path
     if dry_run:
         _print_plan(plan)
         return
-    _run_bench(spec, task_runner, ray_address, ray_workers, num_gpus, quiet)
+    _run_bench(spec, plan, task_runner, ray_address, ray_workers, num_gpus, quiet)
 
 
 def _generate_missing(spec, plan, generate_args: list[str]):
@@ -226,7 +226,7 @@ def _print_plan(plan) -> None:
     typer.echo(f"{done} of {len(plan.runs)} runs done, {len(plan.runs) - done} to train")
 
 
-def _run_bench(spec, task_runner: str, ray_address: Optional[str], ray_workers: int, num_gpus: Optional[float],
+def _run_bench(spec, plan, task_runner: str, ray_address: Optional[str], ray_workers: int, num_gpus: Optional[float],
                quiet: bool) -> None:
     from sept.flows import sweep_tasks
     from sept.flows.params import ParameterError
@@ -245,12 +245,11 @@ def _run_bench(spec, task_runner: str, ray_address: Optional[str], ray_workers: 
     if not quiet:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from sept.trainer.bench import plan_bench
-
-        total = len(plan_bench(spec, check_data=False).runs)
+        runs_planned = plan.runs
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[info]}"))
-        runs = progress.add_task("runs", total=total, info="")
+        runs = progress.add_task("runs", total=len(runs_planned), completed=sum(r.done() for r in runs_planned),
+                                 info="")
         sweep_tasks.PROGRESS = sweep_tasks.SweepProgress(progress, runs)
         progress.start()
     try:

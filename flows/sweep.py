@@ -136,9 +136,9 @@ def train_sweep(
     sept: str | list[str] = "off,on",
     neighbors: str | None = None,
     random_neighbors: str = "random",
-    seeds: str | list[int] = "1",
+    seeds: str | int | list[int] = "1",
     datasets: str | list[str] = "",
-    folds: str = "all",
+    folds: str | int = "all",
     split: str = "sorted",
     split_seed: int = 42,
     source: str | None = None,
@@ -164,9 +164,11 @@ def train_sweep(
 
     logger = get_run_logger()
     t0 = time.time()
+    # `prefect deployment run --param seeds=1` arrives as a number
+    seeds = str(seeds) if isinstance(seeds, int) else seeds
     given = clean_params(dict(datasets_root=datasets_root, protocol=protocol, checkpoint=checkpoint, methods=methods,
                               sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
-                              datasets=datasets, folds=folds, split=split, split_seed=split_seed, source=source,
+                              datasets=datasets, folds=str(folds), split=split, split_seed=split_seed, source=source,
                               targets=targets, options=options, out=out, store=store))
     if num_gpus is not None and num_gpus < 0:
         raise ParameterError(f"parameter 'num_gpus' must be >= 0 (got {num_gpus})")
@@ -183,6 +185,10 @@ def train_sweep(
         raise ParameterError("the bench cannot start:\n" + plan.describe_problems())
 
     todo = [r for r in plan.runs if not r.done()]
+    lacking = [r.name for r in todo if not r.config.get("checkpoint")]
+    if lacking:
+        raise ParameterError(f"parameter 'checkpoint' is required to train ({len(lacking)} run(s) to train, "
+                             f"e.g. {lacking[0]}): the path of a LAION-CLAP checkpoint")
     logger.info(f"{spec.protocol}: {len(plan.runs)} runs over {', '.join(plan.datasets)}; "
                 f"{len(plan.runs) - len(todo)} done already, {len(todo)} to train (task runner {task_runner})")
     outcome: dict[str, dict[str, Any]] = {}

@@ -219,3 +219,11 @@ def test_outputs_are_written_with_plots(bench_root, tmp_path):
     assert float(rows[0]["base"]) == pytest.approx(50.0) and rows[0]["config_hash"] == plan.runs[0].config_hash
     assert "1 run(s) failed" in (out / "table.md").read_text()
     assert str(out / "table.csv") in written["files"]
+
+
+def test_options_win_over_the_bench_flags_and_method_options_over_both(bench_root, tmp_path):
+    plan = plan_bench(_spec(bench_root, tmp_path, seeds="1", sept="off",
+                            options=["shots=2", "palm.checkpoint=/other/clap.pt", "palm.shots=4"]))
+    by = {(r.dataset, r.method): r.config for r in plan.runs}
+    assert by[("CREMA-D", "coop")]["checkpoint"] == "/nowhere/clap.pt" and by[("CREMA-D", "coop")]["shots"] == 2
+    assert by[("CREMA-D", "palm")]["checkpoint"] == "/other/clap.pt" and by[("CREMA-D", "palm")]["shots"] == 4

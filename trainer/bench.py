@@ -62,6 +62,8 @@ class BenchError(ValueError):
 
 
 def _comma_list(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
@@ -457,13 +459,12 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
                     continue
                 for fold in folds:
                     for seed in spec.seeds:
-                        values: dict[str, Any] = {**shared, **scoped.get(method, {}),
-                                                  "dataset_root": str(folder), "method": method, "seed": seed,
-                                                  "fold": fold, "neighbors": refs[arm], "out_dir": str(out / "runs")}
-                        if spec.checkpoint:
-                            values["checkpoint"] = spec.checkpoint
-                        if store:
-                            values["store"] = store
+                        # the bench's flags < options for every run < options for this method
+                        values: dict[str, Any] = {k: v for k, v in (("checkpoint", spec.checkpoint), ("store", store))
+                                                  if v}
+                        values.update({**shared, **scoped.get(method, {}),
+                                       "dataset_root": str(folder), "method": method, "seed": seed,
+                                       "fold": fold, "neighbors": refs[arm], "out_dir": str(out / "runs")})
                         if spec.protocol == "base2new":
                             values["base_to_new"] = True
                             for key, value in (("split", spec.split), ("split_seed", spec.split_seed)):

@@ -332,38 +332,36 @@ def dedup(
             sim, ci = max(hits)
             named[row] = ("duplicate_of_class" if classes[ci] == r.class_ else f"names_other_class:{classes[ci]}", sim)
 
+    # one rule set over every survivor: one batch of word embeddings for all classes
+    rules = _Rules([r.text for r in flat], emb, threshold, key_threshold, word_threshold, model, batch_size)
+    rules.embed_substitutions(
+        (i, j) for ci in range(len(classes)) for j in range(offsets[ci], offsets[ci + 1]) for i in range(offsets[ci], j)
+    )
     kept: dict[str, list[NeighborRecord]] = {}
     kept_rows: dict[str, list[int]] = {}
     for ci, cls in enumerate(classes):
-        rows = list(range(offsets[ci], offsets[ci + 1]))
-        records = survivors[cls]
-        rules = _Rules([r.text for r in records], emb[rows], threshold, key_threshold, word_threshold, model, batch_size)
-        rules.embed_substitutions((i, j) for j in range(len(rows)) for i in range(j))
-        chosen: list[int] = []  # local indices of kept candidates, in rank order
-        for j, row in enumerate(rows):
-            if row in named:
-                reason, sim = named[row]
-                rejected.append(reject(records[j], reason, "key", dedup_sim=sim))
+        chosen: list[int] = []  # rows of kept candidates, in rank order
+        for j in range(offsets[ci], offsets[ci + 1]):
+            if j in named:
+                reason, sim = named[j]
+                rejected.append(reject(flat[j], reason, "key", dedup_sim=sim))
                 continue
             # the closest earlier kept candidate that a rule matches
             matches = [(rules.sims[i, j], i, m) for i in chosen if (m := rules.match(i, j)) is not None]
             if matches:
                 _, i, (rule, scores) = max(matches, key=lambda t: t[0])
-                rejected.append(reject(records[j], f"duplicate_of:{records[i].id}", rule, **scores))
+                rejected.append(reject(flat[j], f"duplicate_of:{flat[i].id}", rule, **scores))
                 continue
             chosen.append(j)
-        kept_rows[cls] = [rows[j] for j in chosen]
+        kept_rows[cls] = chosen
         sub = rules.sims[np.ix_(chosen, chosen)] if chosen else np.zeros((0, 0), np.float32)
         if len(chosen) > 1:
             np.fill_diagonal(sub, -1.0)
-        kept[cls] = [
-            keep(records[j], dedup_max=float(sub[a].max()) if len(chosen) > 1 else 0.0)
-            for a, j in enumerate(chosen)
-        ]
+        kept[cls] = [keep(flat[j], dedup_max=float(sub[a].max()) if len(chosen) > 1 else 0.0) for a, j in enumerate(chosen)]
         counts[cls]["kept"] = len(chosen)
         counts[cls]["rejected"] = counts[cls]["in"] - len(chosen)
 
-    cross = _cross_class(classes, kept, kept_rows, emb, threshold, key_threshold, word_threshold, model, batch_size)
+    cross = _cross_class(classes, kept, kept_rows, rules)
     info = {
         "threshold": threshold, "key_threshold": key_threshold, "word_threshold": word_threshold,
         "counts": counts, "cross_class": cross,
@@ -371,19 +369,18 @@ def dedup(
     return StageResult(kept=kept, rejected=rejected, info=info)
 
 
-def _cross_class(classes, kept, kept_rows, emb, threshold, key_threshold, word_threshold, model, batch_size):
+def _cross_class(classes, kept, kept_rows, rules: _Rules) -> list[dict[str, Any]]:
     """Kept pairs of two classes that the dedup rules call duplicates (flagged for review, not
     dropped); sets every kept record's scores["dedup_cross_max"]."""
     flat_kept = [r for cls in classes for r in kept[cls]]
+    rows = [row for cls in classes for row in kept_rows[cls]]
     owner = np.array([ci for ci, cls in enumerate(classes) for _ in kept[cls]], dtype=np.int64)
     cross: list[dict[str, Any]] = []
     if len(flat_kept) < 2:
         for r in flat_kept:
             r.scores["dedup_cross_max"] = 0.0
         return cross
-    rules = _Rules([r.text for r in flat_kept], emb[[row for cls in classes for row in kept_rows[cls]]],
-                   threshold, key_threshold, word_threshold, model, batch_size)
-    sims = rules.sims.copy()
+    sims = rules.sims[np.ix_(rows, rows)].copy()
     texts = np.array([normalize_text(r.text) for r in flat_kept], dtype=object)
     same_text = texts[:, None] == texts[None, :]
     sims[same_text] = 1.0  # "Heavy rain!" and "heavy rain" are one phrase
@@ -394,19 +391,19 @@ def _cross_class(classes, kept, kept_rows, emb, threshold, key_threshold, word_t
 
     # candidate pairs: same text, same key, or close enough for the semantic rule
     by_key: dict[tuple[str, ...], list[int]] = {}
-    for a, k in enumerate(rules.keys):
-        if k:
-            by_key.setdefault(k, []).append(a)
-    pairs = {tuple(p) for p in zip(*np.nonzero(np.triu(sims >= min(threshold, 1.0), k=1)))}
+    for a, row in enumerate(rows):
+        if rules.keys[row]:
+            by_key.setdefault(rules.keys[row], []).append(a)
+    pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(sims >= rules.threshold, k=1)))}
     for members in by_key.values():
         pairs.update((a, b) for n, a in enumerate(members) for b in members[n + 1:])
-    pairs = sorted((int(a), int(b)) for a, b in pairs if owner[a] != owner[b])
-    rules.embed_substitutions(pairs)
+    pairs = sorted((a, b) for a, b in pairs if owner[a] != owner[b])
+    rules.embed_substitutions((rows[a], rows[b]) for a, b in pairs)
     for a, b in pairs:
         if same_text[a, b]:
             rule = "exact"
         else:
-            m = rules.match(a, b)
+            m = rules.match(rows[a], rows[b])
             if m is None:
                 continue
             rule = m[0]

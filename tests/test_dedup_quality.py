@@ -1,0 +1,200 @@
+"""Dedup quality on the labelled pair set (tests/data/dedup_pairs.tsv) with the shipped MiniLM,
+and the rules themselves: stemming, content keys, substitutions, the rule kept with every
+rejection and through the store."""
+import csv
+from pathlib import Path
+
+import pytest
+
+from sept.neighbor_store import NeighborRecord, Store, neighbor_id
+from sept.pipeline.datasets import bundled_classes, bundled_datasets
+from sept.pipeline.dedup import (
+    DEFAULT_THRESHOLD,
+    content_key,
+    content_words,
+    dedup,
+    key_threshold_for,
+    stem,
+    substitution,
+)
+from sept.pipeline.models import get_sentence_model
+
+PAIRS = Path(__file__).parent / "data" / "dedup_pairs.tsv"
+FIELDS = ["label", "dataset", "class", "text_a", "text_b", "why"]
+
+
+def rec(cls: str, text: str) -> NeighborRecord:
+    return NeighborRecord(**{"class": cls, "text": text, "source": {"backend": "test"}})
+
+
+def read_pairs() -> list[dict]:
+    lines = [line for line in PAIRS.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    rows = list(csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert list(rows[0]) == FIELDS
+    return rows
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return get_sentence_model(None)
+
+
+@pytest.fixture(scope="module")
+def judged(minilm):
+    """Every pair as the only two candidates of its own class, named after it (so the
+    class-name rule stays out of it), all in one call: merged when text_b is rejected as a
+    duplicate of text_a."""
+    rows = read_pairs()
+    cands = {f"pair {n}": [rec(f"pair {n}", r["text_a"]), rec(f"pair {n}", r["text_b"])] for n, r in enumerate(rows)}
+    res = dedup(cands, minilm)
+    out = []
+    for n, r in enumerate(rows):
+        a = cands[f"pair {n}"][0]
+        rejected = [x for x in res.rejected if x.class_ == f"pair {n}"]
+        assert all(x.reason == f"duplicate_of:{a.id}" for x in rejected), (r, rejected)
+        out.append({**r, "merged": bool(rejected), "rejected": rejected})
+    return out
+
+
+def test_labelled_set_covers_the_benchmark_datasets():
+    rows = read_pairs()
+    datasets = bundled_datasets()
+    assert len(datasets) == 11
+    assert {r["dataset"].lower() for r in rows} == set(datasets)  # bundled lists go by slug
+    for r in rows:
+        assert r["label"] in ("merge", "stay"), r
+        assert r["class"] in bundled_classes(r["dataset"]), r
+        assert r["text_a"].strip() and r["text_b"].strip() and r["why"].strip(), r
+    merges = sum(r["label"] == "merge" for r in rows)
+    assert len(rows) >= 60 and merges >= 30 and len(rows) - merges >= 30
+    assert len({(r["text_a"], r["text_b"]) for r in rows}) == len(rows)  # no pair twice
+    header = PAIRS.read_text(encoding="utf-8").split("\nlabel\t")[0]
+    assert "Labelling rule" in header and "merge" in header and "stay" in header
+
+
+def test_figures_at_the_defaults(judged):
+    """Precision >= 0.98 on the whole set. Recall >= 0.90 on paraphrases of word order,
+    inflection, filler, voice and spelling; pairs that only a synonym joins ("big"/"large",
+    "baby"/"infant") are as close in the shipped MiniLM as antonyms of one acoustic quality
+    ("slow"/"fast"), so most of them stay two and the recall over the whole set is lower
+    (0.818 when written; benchmarks/dedup.py prints it): it must not fall under 0.80."""
+    tp = sum(j["merged"] and j["label"] == "merge" for j in judged)
+    fp = sum(j["merged"] and j["label"] == "stay" for j in judged)
+    merges = [j for j in judged if j["label"] == "merge"]
+    plain = [j for j in merges if "synonym" not in j["why"]]
+    assert tp / (tp + fp) >= 0.98, [(j["text_a"], j["text_b"]) for j in judged if j["merged"] and j["label"] == "stay"]
+    assert sum(j["merged"] for j in plain) / len(plain) >= 0.90, [(j["text_a"], j["text_b"]) for j in plain if not j["merged"]]
+    assert tp / len(merges) >= 0.80
+
+
+def test_every_merge_of_the_set_says_its_rule_and_scores(judged):
+    for j in judged:
+        for r in j["rejected"]:
+            rule = r.source["dedup_rule"]
+            assert rule in ("exact", "key", "semantic")
+            assert all(isinstance(v, float) for v in r.scores.values())
+            if rule == "key":
+                assert r.scores["dedup_sim"] >= key_threshold_for(DEFAULT_THRESHOLD)
+            if rule == "semantic":
+                assert r.scores["dedup_sim"] >= DEFAULT_THRESHOLD and r.scores["dedup_word_sim"] >= 0.815
+
+
+# ---------------------------------------------------------------- the rules on their own
+
+
+def test_stem_rules():
+    cases = {
+        "frogs": "frog", "croaking": "croak", "croaks": "croak", "crows": "crow", "crowing": "crow",
+        "loudly": "loud", "angrily": "angry", "casually": "casual", "belly": "belly",
+        "clapping": "clap", "clapped": "clap", "purring": "pur", "purrs": "pur",
+        "sneeze": "sneez", "sneezes": "sneez", "sneezing": "sneez", "crashes": "crash", "buzzing": "buzz",
+        "children": "child", "leaves": "leaf", "cries": "cry", "cried": "cry",
+        "ring": "ring", "ringing": "ring", "string": "string", "shed": "shed", "speed": "speed",
+        "bus": "bus", "glass": "glass", "bee": "bee", "fearful": "fearful",  # derivation is not stripped
+    }
+    assert {w: stem(w) for w in cases} == cases
+
+
+def test_content_key_drops_filler_and_order():
+    assert content_key("rooster crows loudly") == content_key("loud rooster crowing") == ("crow", "loud", "rooster")
+    assert content_key("sound of a vacuum cleaner") == content_key("vacuum cleaner noise") == ("cleaner", "vacuum")
+    assert content_key("knocking on a door") == content_key("door being knocked") == ("door", "knock")
+    assert content_key("someone sniffing") == content_key("a person sniffing") == ("snif",)
+    assert content_words("The sound of a dog's bark in the park") == ["dog", "bark", "park"]
+    # a preposition at the end is a particle, and keeps the events apart
+    assert content_key("breathing in") == ("breath", "in") != content_key("breathing out")
+    assert content_key("dog barking") != content_key("dog barking loudly")
+    assert content_key("the sound of") == ()
+
+
+def test_substitution_is_what_each_phrase_lacks():
+    assert substitution("kids playing outside", "children playing outside") == ("kids", "children")
+    assert substitution("slow dripping", "fast dripping") == ("slow", "fast")
+    assert substitution("dog barking", "dog barking loudly") is None  # an added qualifier
+    assert substitution("frog croaking", "frogs croak") is None  # the same key
+    assert substitution("female singer", "woman singing") == ("female singer", "woman singing")
+
+
+def test_each_rule_reason_and_score(minilm):
+    inp = {
+        "frog": [rec("frog", t) for t in ["frog croaking", "Frog croaking!", "frogs croak", "frogs", "toad croaking"]],
+        "children playing": [rec("children playing", t) for t in
+                             ["kids playing outside", "children playing outside", "slow footsteps", "fast footsteps"]],
+        "dog": [rec("dog", t) for t in ["dog barking", "dog barking loudly", "sound of a frog"]],
+    }
+    out = dedup(inp, minilm)
+    first = inp["frog"][0]
+    got = {r.text: (r.reason, r.source["dedup_rule"]) for r in out.rejected}
+    assert got == {
+        "Frog croaking!": (f"duplicate_of:{first.id}", "exact"),
+        "frogs croak": (f"duplicate_of:{first.id}", "key"),
+        "frogs": ("duplicate_of_class", "key"),
+        "children playing outside": (f"duplicate_of:{neighbor_id('children playing', 'kids playing outside')}", "semantic"),
+        "sound of a frog": ("names_other_class:frog", "key"),
+    }
+    assert [r.text for r in out.kept["dog"]] == ["dog barking", "dog barking loudly"]  # a qualifier stays
+    assert [r.text for r in out.kept["children playing"]] == ["kids playing outside", "slow footsteps", "fast footsteps"]
+    by_text = {r.text: r for r in out.rejected}
+    assert by_text["Frog croaking!"].scores["dedup_sim"] == 1.0
+    emb = minilm.encode(["frog croaking", "frogs croak"], normalize_embeddings=True)
+    assert by_text["frogs croak"].scores["dedup_sim"] == pytest.approx(float(emb[0] @ emb[1]), abs=1e-4)
+    sem = by_text["children playing outside"].scores
+    words = minilm.encode(["kids", "children"], normalize_embeddings=True)
+    assert sem["dedup_word_sim"] == pytest.approx(float(words[0] @ words[1]), abs=1e-4)
+    assert sem["dedup_word_sim"] > 0.85 and sem["dedup_sim"] > 0.95  # clear of 0.815 / 0.85
+    assert out.info["key_threshold"] == pytest.approx(key_threshold_for(DEFAULT_THRESHOLD))
+
+
+def test_thresholds_tighten_every_rule(minilm):
+    inp = {"rooster": [rec("rooster", "rooster crows loudly"), rec("rooster", "loud rooster crowing")]}
+    assert len(dedup(inp, minilm).kept["rooster"]) == 1  # cosine 0.856, over the key floor 0.475
+    assert len(dedup(inp, minilm, threshold=0.99).kept["rooster"]) == 2  # key floor 0.965
+    assert len(dedup(inp, minilm, threshold=0.99, key_threshold=0.5).kept["rooster"]) == 1
+    kids = {"park": [rec("park", "kids playing in the park"), rec("park", "children playing in the park")]}
+    assert len(dedup(kids, minilm).kept["park"]) == 1
+    assert len(dedup(kids, minilm, word_threshold=0.95).kept["park"]) == 2  # "kids"/"children" 0.884
+    with pytest.raises(ValueError, match="word_threshold"):
+        dedup(inp, minilm, word_threshold=0.0)
+    with pytest.raises(ValueError, match="key_threshold"):
+        dedup(inp, minilm, key_threshold=1.5)
+
+
+def test_cross_class_flags_say_their_rule(minilm):
+    inp = {"frog": [rec("frog", "frog croaking")], "pond": [rec("pond", "frogs croak"), rec("pond", "dripping water")]}
+    out = dedup(inp, minilm)
+    assert out.rejected == []
+    (flag,) = out.info["cross_class"]
+    assert (flag["text"], flag["other_text"], flag["rule"]) == ("frog croaking", "frogs croak", "key")
+
+
+def test_rule_and_scores_survive_the_store(minilm, tmp_path):
+    inp = {"frog": [rec("frog", t) for t in ["frog croaking", "frogs croak", "bullfrog calling"]]}
+    out = dedup(inp, minilm)
+    store = Store(tmp_path / "store")
+    ref = store.write_version("test-set", ["frog"], out.kept["frog"], out.rejected, params={"dedup": "defaults"})
+    back = store.read(ref)
+    (r,) = back.rejected
+    assert r.reason == f"duplicate_of:{neighbor_id('frog', 'frog croaking')}"
+    assert r.source == {"backend": "test", "dedup_rule": "key"}
+    assert r.scores == pytest.approx(out.rejected[0].scores)
+    assert [n.scores["dedup_max"] for n in back.neighbors] == pytest.approx([n.scores["dedup_max"] for n in out.kept["frog"]])

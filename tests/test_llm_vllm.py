@@ -103,8 +103,9 @@ def test_offline_engine_in_the_vllm_environment(tiny_llm_dir, tmp_path):
             out = {}
             for c in ["dog", "Música ñ 鳥"]:
                 user = prompt.render(dataset="d", class_name=c, classes=["dog", "Música ñ 鳥"], n=4, n_ask=6)
-                samples = await backend.complete(ChatRequest(prompt.system, user, 0.8, 512, n=3, seed=0))
+                samples, usage = await backend.complete_with_usage(ChatRequest(prompt.system, user, 0.8, 512, n=3, seed=0))
                 out[c] = [s.finish_reason for s in samples]
+                out[c + "/usage"] = [usage.prompt_tokens, usage.completion_tokens]
                 out[c + "/valid"] = [len(parse_reply(s.text, s.finish_reason).neighbors) for s in samples
                                      if s.finish_reason == "stop"]
             return out
@@ -123,6 +124,8 @@ def test_offline_engine_in_the_vllm_environment(tiny_llm_dir, tmp_path):
     for c in ["dog", "Música ñ 鳥"]:
         assert len(result[c]) == 3  # n=3 samples from one request
         assert len(result[c + "/valid"]) >= 2 and all(k >= 1 for k in result[c + "/valid"])
+        prompt_tokens, completion_tokens = result[c + "/usage"]  # the engine's own token counts
+        assert prompt_tokens > 10 and completion_tokens >= 3 * 5
 
 
 def test_offline_backend_without_vllm_says_what_to_do(monkeypatch):

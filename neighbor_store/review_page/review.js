@@ -128,7 +128,7 @@ function renderClasses() {
   });
   ul.replaceChildren(frag);
   const cur = ul.children[S.classIndex];
-  if (cur) cur.scrollIntoView({ block: "nearest" });
+  if (cur) cur.scrollIntoView({ block: "nearest", inline: "nearest" });
   const changes = S.rows.filter(rowChanged).length;
   $("draft-count").textContent = changes ? `${changes} change(s) in draft` : "no changes";
 }
@@ -200,8 +200,10 @@ function renderRows() {
       const v = (r.orig.scores || {})[k];
       tr.append(el("td", { class: "num", text: v === undefined ? "" : v.toFixed(3) }));
     }
-    tr.append(el("td", { class: "muted", text: sourceText(r.orig.source) }),
-              el("td", { class: "reason", text: r.status === "rejected" ? (r.reason || "") : "" }));
+    const src = sourceText(r.orig.source);
+    tr.append(el("td", { class: "muted source", text: src, title: src }),
+              el("td", { class: "reason", text: r.status === "rejected" ? (r.reason || "") : "",
+                         title: r.status === "rejected" ? (r.reason || "") : "" }));
     tr.append(el("td", { class: "actions" },
       el("button", { class: "do-accept", text: "accept", onclick: () => setStatus([r], "accepted") }),
       el("button", { class: "do-reject", text: "reject", onclick: () => setStatus([r], "rejected") }),
@@ -211,7 +213,7 @@ function renderRows() {
   }
   body.replaceChildren(frag);
   const cur = body.querySelector("tr.cursor");
-  if (cur) cur.scrollIntoView({ block: "nearest" });
+  if (cur) cur.scrollIntoView({ block: "nearest", inline: "start" });
 }
 
 function render() { renderClasses(); renderRows(); }
@@ -442,6 +444,8 @@ async function start() {
   $("new-kind").replaceChildren(...KINDS.map(k => el("option", { value: k, text: k })));
   render();
   S.timing.firstRender = performance.now();
+  // a task queued from the next animation frame runs once that frame is painted
+  requestAnimationFrame(() => setTimeout(() => { S.timing.firstFrame = performance.now(); }));
   document.body.dataset.ready = "1";
 
   $("filter").addEventListener("input", ev => { S.filter = ev.target.value.trim().toLowerCase(); render(); });

@@ -227,3 +227,50 @@ def test_options_win_over_the_bench_flags_and_method_options_over_both(bench_roo
     by = {(r.dataset, r.method): r.config for r in plan.runs}
     assert by[("CREMA-D", "coop")]["checkpoint"] == "/nowhere/clap.pt" and by[("CREMA-D", "coop")]["shots"] == 2
     assert by[("CREMA-D", "palm")]["checkpoint"] == "/other/clap.pt" and by[("CREMA-D", "palm")]["shots"] == 4
+
+
+def test_cross_plan_trains_the_source_on_all_classes_and_evaluates_the_targets(bench_root, tmp_path):
+    root, store = bench_root
+    spec = spec_from(dict(protocol="cross", datasets_root=str(root), source="CREMA-D", targets="Beijing-Opera",
+                          checkpoint="/nowhere/clap.pt", methods="palm", sept="off,on", neighbors="all-v1",
+                          seeds="1,2", store=str(store), out=str(tmp_path / "cross")))
+    plan = plan_bench(spec)
+    assert plan.ok, plan.describe_problems()
+    assert plan.datasets == ["CREMA-D", "Beijing-Opera"] and len(plan.runs) == 4
+    assert {r.dataset for r in plan.runs} == {"CREMA-D"}
+    cfg = plan.runs[0].config
+    assert cfg["base_to_new"] is False and cfg["targets"] == [str(root / "Beijing-Opera")]
+    # a base-only version lacks neighbors for half the source's classes
+    base_only = plan_bench(spec.model_copy(update={"neighbors": "base-v1"}))
+    (m,) = base_only.missing
+    assert "no neighbors for the class(es) of the source 'happy', 'neutral', 'sad'" in m.reason
+    assert "--split" not in m.command and "--dataset CREMA-D" in m.command
+    with pytest.raises(BenchError, match="the source 'CREMA-D' is also a target"):
+        spec_from(dict(protocol="cross", datasets_root=str(root), source="CREMA-D", targets="CREMA-D", sept="off"))
+
+
+def test_generate_makes_the_missing_random_versions_then_dry_run_lists_the_runs(bench_root, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sept.cli import app
+
+    root, store = bench_root
+    shutil.copytree(store, tmp_path / "store")
+    args = ["bench", "base2new", "--datasets-root", str(root), "--datasets", "Beijing-Opera,CREMA-D",
+            "--checkpoint", "/nowhere/clap.pt", "--methods", "palm", "--sept", "off,on,random", "--neighbors",
+            "base-v1", "--folds", "1", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "bench"),
+            "--dry-run"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "or run the bench with --generate" in refused.output
+    assert "--backend random-words --like beijing-opera@" in refused.output
+    made = CliRunner().invoke(app, [*args, "--generate"])
+    assert made.exit_code == 0, made.output
+    assert "0 of 6 runs done, 6 to train" in made.output
+    generated = Store(tmp_path / "store")
+    for name in ("Beijing-Opera", "CREMA-D"):
+        random_version = generated.read(f"{name}@random")
+        base_version = generated.read(f"{name}@base-v1")
+        assert random_version.classes == base_version.classes and random_version.id != base_version.id
+    assert not (tmp_path / "bench" / "runs").exists()

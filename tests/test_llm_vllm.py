@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from fixtures_llm import REPO, VLLM_PYTHON
+from fixtures_llm import VLLM_PYTHON
 from sept.pipeline.generate import GenerationSettings, generate_all
 from sept.pipeline.llm import BackendError, ChatRequest, NeighborReply, ResponseCache, make_backend
 from sept.prompts import load_prompt
@@ -114,7 +114,7 @@ def test_offline_engine_in_the_vllm_environment(tiny_llm_dir, tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
-    env.update(PYTHONPATH=str(REPO), TMPDIR=str(scratch), VLLM_CACHE_ROOT=str(scratch / "vllm"),
+    env.update(TMPDIR=str(scratch), VLLM_CACHE_ROOT=str(scratch / "vllm"),
                TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"), HF_HUB_OFFLINE="1")
     proc = subprocess.run([str(VLLM_PYTHON), "-c", script, str(tiny_llm_dir)], capture_output=True, text=True,
                           env=env, timeout=600, cwd=tmp_path)

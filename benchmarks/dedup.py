@@ -10,7 +10,10 @@ the stage's thresholds with the others at their defaults.
 Speed: `dedup` over 50 classes x 30 candidates (paraphrase-rich, LLM-style phrasings), next
 to the sentence-embedding call alone on the same texts.
 
-    python benchmarks/dedup.py [--pairs tests/data/dedup_pairs.tsv] [--classes 50] [--candidates 30]
+The figures are for the shipped synonym lexicon (pipeline/lexicon/synonyms.txt), with the same
+set measured without it on the next line; --no-synonyms measures without it throughout.
+
+    python benchmarks/dedup.py [--pairs tests/data/dedup_pairs.tsv] [--classes 50] [--candidates 30] [--no-synonyms]
 """
 from __future__ import annotations
 
@@ -33,11 +36,13 @@ import numpy as np  # noqa: E402
 from sept.neighbor_store.records import NeighborRecord  # noqa: E402
 from sept.pipeline.dedup import (  # noqa: E402
     DEFAULT_THRESHOLD,
+    SYNONYMS,
     WORD_THRESHOLD,
     content_key,
     dedup,
     embed_texts,
     key_threshold_for,
+    load_lexicon,
     substitution,
 )
 from sept.pipeline.models import get_sentence_model  # noqa: E402
@@ -61,7 +66,7 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def judge(rows, model) -> list[dict]:
+def judge(rows, model, synonyms=SYNONYMS) -> list[dict]:
     """Each row with `merged` (the stage's verdict at its defaults) and `rule` (what matched).
 
     Every pair is the only two candidates of its own class, all in one call: the rules work
@@ -71,7 +76,7 @@ def judge(rows, model) -> list[dict]:
     for r in rows:
         cls = f"pair at line {r['line']}"
         cands[cls] = [NeighborRecord(**{"class": cls, "text": r["text_a"]}), NeighborRecord(**{"class": cls, "text": r["text_b"]})]
-    res = dedup(cands, model)
+    res = dedup(cands, model, synonyms=synonyms)
     by_class = {rej.class_: rej for rej in res.rejected}
     out = []
     for r in rows:
@@ -91,16 +96,19 @@ def figures(judged) -> tuple[float, float, int, int, int]:
     return tp / max(tp + fp, 1), tp / max(tp + fn, 1), tp, fp, fn
 
 
-def features(rows, model) -> list[dict]:
-    """Per pair: phrase cosine, whether the content keys match, and the substituted words' cosine."""
+def features(rows, model, synonyms=SYNONYMS) -> list[dict]:
+    """Per pair: phrase cosine, whether the content keys match (without or with the lexicon),
+    and the substituted words' cosine."""
+    lexicon = load_lexicon(synonyms)
     emb_a = embed_texts(model, [r["text_a"] for r in rows])
     emb_b = embed_texts(model, [r["text_b"] for r in rows])
-    subs = [substitution(r["text_a"], r["text_b"]) for r in rows]
+    subs = [substitution(r["text_a"], r["text_b"], lexicon) for r in rows]
     words = sorted({w for s in subs if s for w in s})
     wemb = dict(zip(words, embed_texts(model, words)))
     out = []
     for r, ea, eb, s in zip(rows, emb_a, emb_b, subs):
-        key = bool(content_key(r["text_a"])) and content_key(r["text_a"]) == content_key(r["text_b"])
+        key = any(bool(content_key(r["text_a"], lx)) and content_key(r["text_a"], lx) == content_key(r["text_b"], lx)
+                  for lx in (None, lexicon))
         out.append({**r, "sim": float(ea @ eb), "key": key,
                     "word_sim": float(wemb[s[0]] @ wemb[s[1]]) if s and not key else None})
     return out
@@ -130,10 +138,10 @@ def scan(feats, name, grid, **fixed) -> str:
             f"best recall {best:.3f} for {min(at_best):.3f}..{max(at_best):.3f}")
 
 
-def quality(path: Path, model) -> None:
+def quality(path: Path, model, synonyms=SYNONYMS) -> None:
     rows = read_pairs(path)
-    judged = judge(rows, model)
-    feats = features(rows, model)
+    judged = judge(rows, model, synonyms)
+    feats = features(rows, model, synonyms)
     key_t = key_threshold_for(DEFAULT_THRESHOLD)
     for j, f in zip(judged, feats):  # the scans below replay the stage's rules: they must agree with it
         if j["merged"] != decide(f, DEFAULT_THRESHOLD, key_t, WORD_THRESHOLD):
@@ -142,9 +150,14 @@ def quality(path: Path, model) -> None:
     n_m = sum(j["label"] == "merge" for j in judged)
     print(f"labelled set: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {len(judged)} pairs "
           f"({n_m} merge, {len(judged) - n_m} stay), {len({j['dataset'] for j in judged})} datasets")
-    print(f"defaults: threshold {DEFAULT_THRESHOLD}, key_threshold {key_t:.3f}, word_threshold {WORD_THRESHOLD}")
+    lexicon = load_lexicon(synonyms)
+    lex = "none" if lexicon is None else f"{lexicon.path.name}, {len(lexicon.groups)} groups, sha256 {lexicon.sha256[:12]}"
+    print(f"defaults: threshold {DEFAULT_THRESHOLD}, key_threshold {key_t:.3f}, word_threshold {WORD_THRESHOLD}; lexicon {lex}")
     print(f"precision {p:.3f}   recall {r:.3f}   (merged {tp} of {n_m} paraphrases; {fp} distinct pairs merged; {fn} missed)")
-    for rule in ("key", "semantic"):
+    if lexicon is not None:
+        p0, r0, tp0, fp0, _ = figures(judge(rows, model, None))
+        print(f"  without the lexicon: precision {p0:.3f}   recall {r0:.3f}   (merged {tp0}; {fp0} distinct pairs merged)")
+    for rule in ("key", "synonym", "semantic"):
         print(f"  by rule {rule:9}: {sum(j['rule'] == rule and j['label'] == 'merge' for j in judged)} paraphrases, "
               f"{sum(j['rule'] == rule and j['label'] == 'stay' for j in judged)} distinct")
     kinds: dict[str, list[bool]] = {}
@@ -227,9 +240,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=Path, default=ROOT / "tests" / "data" / "dedup_pairs.tsv")
     ap.add_argument("--classes", type=int, default=50)
     ap.add_argument("--candidates", type=int, default=30)
+    ap.add_argument("--no-synonyms", action="store_true", help="measure without the synonym lexicon")
     args = ap.parse_args()
     model = get_sentence_model(None)
-    quality(args.pairs.resolve(), model)
+    quality(args.pairs.resolve(), model, None if args.no_synonyms else SYNONYMS)
     speed(args.classes, args.candidates, model)
 
 

@@ -12,16 +12,26 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
              "rooster crows loudly" = "loud rooster crowing"; the sentence-embedding cosine
              must still reach `key_threshold` (scores["dedup_sim"]), which catches stems that
              collide across senses;
+  `synonym`  the same content key once every word of a synonym group of the domain lexicon
+             (`lexicon/synonyms.txt`) is mapped to its group's canonical form ("crying infant" =
+             "baby crying"), with the same cosine floor as `key`; the words it mapped are kept
+             in `source["dedup_synonyms"]` ("infant / baby"). MiniLM alone cannot make these:
+             "baby"/"infant" are farther apart in it than "dog"/"puppy";
   `semantic` the content words differ by a substitution (each phrase has words the other
              lacks) whose two sides are near-synonyms: phrase cosine >= `threshold`
              (scores["dedup_sim"]) and cosine of the substituted words >= `word_threshold`
              (scores["dedup_word_sim"]): "kids playing outside" / "children playing outside".
+             Lexicon synonyms cancel before the substitution is taken, so only the words that
+             no group joins are compared.
              A phrase that only adds words to the other is never a duplicate: the added word
              is a qualifier ("dog barking" / "dog barking loudly").
 Phrase cosine alone cannot tell paraphrases from distinct sounds: on the labelled set
 (tests/data/dedup_pairs.tsv, measured by benchmarks/dedup.py) "slow dripping" / "fast dripping"
 sit at 0.963 while "deep sigh" / "sighing deeply" sit at 0.531; hence the key and the
 substitution test.
+
+Class names are matched by the lexicon-free key: a synonym of the class ("infant crying" for
+"crying baby") is a wanted neighbor, not a repeat of the class name.
 
 Kept candidates get scores["dedup_max"] (highest cosine to another kept neighbor of the
 class) and scores["dedup_cross_max"] (highest cosine to a kept neighbor of another class);
@@ -30,10 +40,13 @@ review, never dropped: "rain" may fairly be a neighbor of both "thunderstorm" an
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +71,8 @@ from sept.neighbor_store.records import normalize_text as normalize_identity
 DEFAULT_THRESHOLD = 0.85
 WORD_THRESHOLD = 0.815
 KEY_DISTANCE_FACTOR = 3.5
+# The shipped synonym lexicon (package data); its header states the rule for inclusion.
+SYNONYMS = Path(__file__).parent / "lexicon" / "synonyms.txt"
 
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
@@ -153,33 +168,139 @@ def content_words(text: str) -> list[str]:
     ]
 
 
-def content_key(text: str) -> tuple[str, ...]:
+class Lexicon:
+    """Synonym groups of the domain, read from a text file: one group a line, comma-separated
+    entries, the first one canonical, '#' lines comments (format and inclusion rule in the
+    header of `lexicon/synonyms.txt`).
+
+    Entries are read as candidates are (content_words, then stem), so one entry covers its
+    inflections; an entry of several words matches those content words in that order. Every
+    entry maps to the stems of its group's canonical entry. A file that would make the mapping
+    ambiguous is refused, naming the file and line: a group of one entry, an entry with no
+    content word, an entry listed twice, a canonical entry using a word that another group maps.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"synonym lexicon {path}: cannot read it ({e.strerror or e})") from None
+        self.path, self.sha256 = path, hashlib.sha256(raw).hexdigest()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"synonym lexicon {path}: not UTF-8 ({e})") from None
+        groups: list[tuple[int, list[tuple[str, tuple[str, ...]]]]] = []
+        where: dict[tuple[str, ...], tuple[int, str]] = {}
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            entries = []
+            for entry in (e.strip() for e in line.split(",")):
+                stems = tuple(stem(w) for w in content_words(entry))
+                if not stems:
+                    raise ValueError(f"synonym lexicon {path}:{n}: entry {entry!r} has no content word")
+                if stems in where:
+                    m, other = where[stems]
+                    raise ValueError(f"synonym lexicon {path}:{n}: entry {entry!r} is already listed as {other!r} on line {m}")
+                where[stems] = (n, entry)
+                entries.append((entry, stems))
+            if len(entries) < 2:
+                raise ValueError(f"synonym lexicon {path}:{n}: a group needs at least two entries, got {line.strip()!r}")
+            groups.append((n, entries))
+        canonical_of = {n: entries[0][1] for n, entries in groups}
+        self._map: dict[tuple[str, ...], tuple[str, ...]] = {}
+        for n, entries in groups:
+            canonical = entries[0][1]
+            for w in canonical:
+                # "cell phone" must not keep "phone" when another line says "phone" is "telephone"
+                other = where.get((w,))
+                if other is not None and other[0] != n and canonical_of[other[0]] != (w,):
+                    raise ValueError(f"synonym lexicon {path}:{n}: canonical entry {entries[0][0]!r} uses "
+                                     f"{other[1]!r}, which line {other[0]} maps to another form")
+            for _, stems in entries:
+                self._map[stems] = canonical
+        self.groups = [[e for e, _ in entries] for _, entries in groups]
+        self._longest = max((len(k) for k in self._map), default=1)
+
+    def spans(self, stems: list[str]) -> list[tuple[int, int, tuple[str, ...]]]:
+        """(start, end, canonical stems) covering `stems` left to right, the longest entry first;
+        a word no entry matches is its own span."""
+        out, i = [], 0
+        while i < len(stems):
+            for size in range(min(self._longest, len(stems) - i), 0, -1):
+                canonical = self._map.get(tuple(stems[i:i + size]))
+                if canonical is not None:
+                    out.append((i, i + size, canonical))
+                    i += size
+                    break
+            else:
+                out.append((i, i + 1, (stems[i],)))
+                i += 1
+        return out
+
+
+@lru_cache(maxsize=8)
+def _load_lexicon(path: str, mtime_ns: int, size: int) -> Lexicon:
+    return Lexicon(path)
+
+
+def load_lexicon(synonyms: str | Path | Lexicon | None = SYNONYMS) -> Lexicon | None:
+    """The lexicon `synonyms` names: a Lexicon as is, a path read (once per file version),
+    None for none."""
+    if synonyms is None or isinstance(synonyms, Lexicon):
+        return synonyms
+    path = Path(synonyms).expanduser()
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ValueError(f"synonym lexicon {path}: cannot read it ({e.strerror or e})") from None
+    return _load_lexicon(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _tokens(text: str, lexicon: Lexicon | None) -> list[tuple[tuple[str, ...], str]]:
+    """(key tokens, the words of `text` they stand for) in text order."""
+    words = content_words(text)
+    stems = [stem(w) for w in words]
+    if lexicon is None:
+        return [((s,), w) for s, w in zip(stems, words)]
+    return [(canonical, " ".join(words[a:b])) for a, b, canonical in lexicon.spans(stems)]
+
+
+def content_key(text: str, lexicon: Lexicon | None = None) -> tuple[str, ...]:
     """Word-order-free key of the stemmed content words (a sorted multiset):
-    "rooster crows loudly" and "loud rooster crowing" -> ("crow", "loud", "rooster")."""
-    return tuple(sorted(stem(w) for w in content_words(text)))
+    "rooster crows loudly" and "loud rooster crowing" -> ("crow", "loud", "rooster").
+    With a `lexicon`, synonyms first become their canonical form: "crying infant" -> ("baby", "cry")."""
+    return tuple(sorted(t for tokens, _ in _tokens(text, lexicon) for t in tokens))
 
 
-def substitution(a: str, b: str) -> tuple[str, str] | None:
-    """The words each phrase has that the other lacks (compared by stem), as two strings, when
-    both are non-empty: "kids playing outside" / "children playing outside" -> ("kids", "children").
+def substitution(a: str, b: str, lexicon: Lexicon | None = None) -> tuple[str, str] | None:
+    """The words each phrase has that the other lacks (compared by stem, and with a `lexicon`
+    by canonical form), as two strings, when both are non-empty: "kids playing outside" /
+    "children playing outside" -> ("kids", "children").
     None when the keys are equal or one phrase only adds words to the other."""
-    wa, wb = content_words(a), content_words(b)
-    sa, sb = Counter(stem(w) for w in wa), Counter(stem(w) for w in wb)
+    ta, tb = _tokens(a, lexicon), _tokens(b, lexicon)
+    sa = Counter(t for tokens, _ in ta for t in tokens)
+    sb = Counter(t for tokens, _ in tb for t in tokens)
     only_a, only_b = sa - sb, sb - sa
     if not only_a or not only_b:
         return None
 
-    def leftover(words: list[str], only: Counter) -> str:
+    def leftover(spans: list[tuple[tuple[str, ...], str]], only: Counter) -> str:
         only = Counter(only)
         out = []
-        for w in words:
-            s = stem(w)
-            if only[s] > 0:
-                only[s] -= 1
-                out.append(w)
+        for tokens, words in spans:
+            hit = False
+            for t in tokens:
+                if only[t] > 0:
+                    only[t] -= 1
+                    hit = True
+            if hit:
+                out.append(words)
         return " ".join(out)
 
-    return leftover(wa, only_a), leftover(wb, only_b)
+    return leftover(ta, only_a), leftover(tb, only_b)
 
 
 def key_threshold_for(threshold: float) -> float:
@@ -187,12 +308,16 @@ def key_threshold_for(threshold: float) -> float:
     return round(1.0 - KEY_DISTANCE_FACTOR * (1.0 - threshold), 6)  # 0.475, not 0.47499999999999987, in manifests
 
 
-def reject(record: NeighborRecord, reason: str, rule: str | None = None, **scores: float) -> NeighborRecord:
+def reject(record: NeighborRecord, reason: str, rule: str | None = None, synonyms: str | None = None,
+           **scores: float) -> NeighborRecord:
     """A rejected copy of `record` with `reason`, extra scores and, for a duplicate, the dedup
-    rule that matched in `source["dedup_rule"]` (the input is not changed)."""
+    rule that matched in `source["dedup_rule"]` (and for the synonym rule the words the lexicon
+    joined in `source["dedup_synonyms"]`); the input is not changed."""
     update: dict[str, Any] = {"status": "rejected", "reason": reason, "scores": {**record.scores, **scores}}
     if rule is not None:
         update["source"] = {**record.source, "dedup_rule": rule}
+        if synonyms is not None:
+            update["source"]["dedup_synonyms"] = synonyms
     return record.model_copy(update=update, deep=True)
 
 
@@ -217,12 +342,14 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class _Rules:
-    """The key and semantic rules over one set of texts with their embeddings [N, D]."""
+    """The key, synonym and semantic rules over one set of texts with their embeddings [N, D]."""
 
     def __init__(self, texts: list[str], emb: np.ndarray, threshold: float, key_threshold: float,
-                 word_threshold: float, model, batch_size: int):
+                 word_threshold: float, model, batch_size: int, lexicon: Lexicon | None = None):
         self.texts, self.threshold, self.key_threshold, self.word_threshold = texts, threshold, key_threshold, word_threshold
-        self.keys = [content_key(t) for t in texts]
+        self.lexicon = lexicon
+        self.raw_keys = [content_key(t) for t in texts]
+        self.keys = [content_key(t, lexicon) for t in texts] if lexicon is not None else self.raw_keys
         self.sims = _cosines(emb, emb) if len(texts) else np.zeros((0, 0), np.float32)
         self.model, self.batch_size = model, batch_size
         self.word_sims: dict[tuple[str, str], float] = {}
@@ -231,8 +358,8 @@ class _Rules:
         """Word cosines for every pair (i, j) that the semantic rule may need, in one batch."""
         subs = {}
         for i, j in pairs:
-            if self.keys[i] != self.keys[j] and self.sims[i, j] >= self.threshold:
-                s = substitution(self.texts[i], self.texts[j])
+            if not self.same_key(i, j) and self.sims[i, j] >= self.threshold:
+                s = substitution(self.texts[i], self.texts[j], self.lexicon)
                 if s is not None and s not in self.word_sims:
                     subs[s] = None
         words = sorted({w for s in subs for w in s})
@@ -241,18 +368,29 @@ class _Rules:
         for a, b in subs:
             self.word_sims[(a, b)] = float(np.clip(emb[row[a]] @ emb[row[b]], -1.0, 1.0))
 
-    def match(self, i: int, j: int) -> tuple[str, dict[str, float]] | None:
-        """(rule, scores) when text j duplicates text i by the key or semantic rule."""
+    def same_key(self, i: int, j: int) -> bool:
+        # the raw key too: a phrase of several words matches an entry only in its order, so
+        # "set of drums" / "drums set" must not lose the key they share without the lexicon
+        return bool(self.raw_keys[i]) and self.raw_keys[i] == self.raw_keys[j] or bool(self.keys[i]) and self.keys[i] == self.keys[j]
+
+    def match(self, i: int, j: int) -> tuple[str, dict[str, float], str | None] | None:
+        """(rule, scores, the synonyms joined or None) when text j duplicates text i by the
+        key, synonym or semantic rule."""
         sim = float(self.sims[i, j])
-        if self.keys[i] and self.keys[i] == self.keys[j]:
-            return ("key", {"dedup_sim": sim}) if sim >= self.key_threshold else None
+        if self.same_key(i, j):
+            if sim < self.key_threshold:
+                return None
+            if self.raw_keys[i] == self.raw_keys[j]:
+                return "key", {"dedup_sim": sim}, None
+            joined = substitution(self.texts[i], self.texts[j])
+            return "synonym", {"dedup_sim": sim}, " / ".join(joined) if joined else None
         if sim < self.threshold:
             return None
-        s = substitution(self.texts[i], self.texts[j])
+        s = substitution(self.texts[i], self.texts[j], self.lexicon)
         if s is None:
             return None
         word_sim = self.word_sims[s]
-        return ("semantic", {"dedup_sim": sim, "dedup_word_sim": word_sim}) if word_sim >= self.word_threshold else None
+        return ("semantic", {"dedup_sim": sim, "dedup_word_sim": word_sim}, None) if word_sim >= self.word_threshold else None
 
 
 def dedup(
@@ -263,8 +401,9 @@ def dedup(
     *,
     key_threshold: float | None = None,
     word_threshold: float = WORD_THRESHOLD,
+    synonyms: str | Path | Lexicon | None = SYNONYMS,
 ) -> StageResult:
-    """Exact, key and semantic dedup within each class.
+    """Exact, key, synonym and semantic dedup within each class.
 
     candidates: class -> candidates in rank order (the dict order is the class order).
     model: a loaded sentence-transformers model, a model name/path, or None for the model
@@ -272,6 +411,8 @@ def dedup(
     word substitution can make a duplicate (and the review flags cross-class pairs).
     key_threshold: cosine floor of the key rule (None: key_threshold_for(threshold)).
     word_threshold: cosine in (0, 1] the substituted words need for the semantic rule.
+    synonyms: the synonym lexicon (a path or a Lexicon; default the shipped SYNONYMS); None
+    turns the synonym rule off and leaves the other rules as they were without it.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"dedup_threshold must be in (0, 1], got {threshold}")
@@ -281,6 +422,7 @@ def dedup(
         key_threshold = key_threshold_for(threshold)
     elif not -1.0 <= key_threshold <= 1.0:
         raise ValueError(f"dedup key_threshold must be in [-1, 1], got {key_threshold}")
+    lexicon = load_lexicon(synonyms)
     if model is None or isinstance(model, str):
         from sept.pipeline.models import get_sentence_model
 
@@ -333,7 +475,7 @@ def dedup(
             named[row] = ("duplicate_of_class" if classes[ci] == r.class_ else f"names_other_class:{classes[ci]}", sim)
 
     # one rule set over every survivor: one batch of word embeddings for all classes
-    rules = _Rules([r.text for r in flat], emb, threshold, key_threshold, word_threshold, model, batch_size)
+    rules = _Rules([r.text for r in flat], emb, threshold, key_threshold, word_threshold, model, batch_size, lexicon)
     rules.embed_substitutions(
         (i, j) for ci in range(len(classes)) for j in range(offsets[ci], offsets[ci + 1]) for i in range(offsets[ci], j)
     )
@@ -349,8 +491,8 @@ def dedup(
             # the closest earlier kept candidate that a rule matches
             matches = [(rules.sims[i, j], i, m) for i in chosen if (m := rules.match(i, j)) is not None]
             if matches:
-                _, i, (rule, scores) = max(matches, key=lambda t: t[0])
-                rejected.append(reject(flat[j], f"duplicate_of:{flat[i].id}", rule, **scores))
+                _, i, (rule, scores, joined) = max(matches, key=lambda t: t[0])
+                rejected.append(reject(flat[j], f"duplicate_of:{flat[i].id}", rule, joined, **scores))
                 continue
             chosen.append(j)
         kept_rows[cls] = chosen
@@ -364,6 +506,8 @@ def dedup(
     cross = _cross_class(classes, kept, kept_rows, rules)
     info = {
         "threshold": threshold, "key_threshold": key_threshold, "word_threshold": word_threshold,
+        "synonyms": None if lexicon is None else {"file": lexicon.path.name, "sha256": lexicon.sha256,
+                                                  "groups": len(lexicon.groups)},
         "counts": counts, "cross_class": cross,
     }
     return StageResult(kept=kept, rejected=rejected, info=info)
@@ -392,8 +536,9 @@ def _cross_class(classes, kept, kept_rows, rules: _Rules) -> list[dict[str, Any]
     # candidate pairs: same text, same key, or close enough for the semantic rule
     by_key: dict[tuple[str, ...], list[int]] = {}
     for a, row in enumerate(rows):
-        if rules.keys[row]:
-            by_key.setdefault(rules.keys[row], []).append(a)
+        for key in {rules.keys[row], rules.raw_keys[row]}:
+            if key:
+                by_key.setdefault(key, []).append(a)
     pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(sims >= rules.threshold, k=1)))}
     for members in by_key.values():
         pairs.update((a, b) for n, a in enumerate(members) for b in members[n + 1:])

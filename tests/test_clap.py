@@ -12,6 +12,7 @@ from sept.clap import (
     file_sha256, find_tokenizer_dir, fingerprint, load_backbone, load_checkpoint_into, mel_spectrogram,
     offline_hub, read_checkpoint,
 )
+from sept.clap.model import length_buckets
 
 TEXTS = [
     "a sound of a dog.",
@@ -105,6 +106,26 @@ class TestParityWithLaionClap:
         np.random.seed(7)
         ours = backbone.encode_audio([clip], sample_rate=SAMPLE_RATE, crop="random")
         assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_length_buckets_hold_one_token_length_each():
+    lengths = [5, 3, 5, 7, 3, 5] + [9] * 300
+    batches = length_buckets(lengths, 256)
+    assert sorted(row for batch in batches for row in batch) == list(range(len(lengths)))
+    assert all(len({lengths[row] for row in batch}) == 1 for batch in batches)
+    assert [lengths[batch[0]] for batch in batches] == [3, 5, 7, 9, 9]
+    assert [len(batch) for batch in batches] == [2, 3, 1, 150, 150]      # 300 rows: two even halves
+    assert batches[0] == [1, 4] and batches[1] == [0, 2, 5]               # input order kept within a length
+    assert length_buckets([], 8) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        length_buckets([1], 0)
+
+
+def test_encode_text_buckets_give_the_batch_free_embeddings(backbone):
+    texts = ["rain", "a dog", "a sound of a dog.", "rain on a tin roof", "thunder", "a sound of a cat."]
+    alone = torch.cat([backbone.encode_text([t]) for t in texts])
+    for batch_size in (1, 2, 256):
+        assert (backbone.encode_text(texts, batch_size=batch_size) - alone).abs().max().item() <= 1e-5
 
 
 def test_long_clip_deterministic_crop_is_the_centered_window(backbone):

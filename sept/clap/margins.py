@@ -21,7 +21,7 @@ def encode_templated(backbone, texts: Sequence[str], templates: "TemplateSet", b
     """Unit-normalized embeddings of every text in every template: [N, T, D].
 
     All N*T strings go to the encoder in one call: `encode_text` encodes each distinct
-    string once and batches by token length, so a batch pads only to its own longest prompt.
+    string once, in batches of one token length (no padding).
     """
     T = len(templates.templates)
     strings = [s for text in texts for s in templates.fill(text)]
@@ -56,6 +56,6 @@ def compute_margins(
 ) -> torch.Tensor:
     """Margins [C, K] float32 for `classes` (rows, in order) and `neighbors` (columns, in
     the given order: for a version, all accepted neighbors in neighbors.jsonl order)."""
-    class_emb = encode_templated(backbone, classes, templates, batch_size)
-    neighbor_emb = encode_templated(backbone, [n.text for n in neighbors], templates, batch_size)
-    return margins_from_embeddings(class_emb, neighbor_emb).float().contiguous()
+    # one encoder call for both sides: its length buckets then fill from all C + K texts
+    emb = encode_templated(backbone, list(classes) + [n.text for n in neighbors], templates, batch_size)
+    return margins_from_embeddings(emb[:len(classes)], emb[len(classes):]).float().contiguous()

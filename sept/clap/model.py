@@ -1,6 +1,6 @@
 """The frozen CLAP: `ClapBackbone` with its three calls and its fingerprint.
 
-- `encode_text(texts) -> [N, 512]`, batched by token length, each batch padded to its own longest prompt;
+- `encode_text(texts) -> [N, 512]`, batched in buckets of one token length, so no batch is padded;
 - `encode_audio(clips) -> [N, 512]`, any sample rate / channel count, 10 s windows as laion-clap;
 - the token path of prompt learners: `tokenize`, `token_embedding`,
   `encode_token_embeddings(inputs_embeds, attention_mask)` (gradients flow to the inputs);
@@ -19,6 +19,25 @@ import torch.nn.functional as F
 from sept.clap.audio import CLIP_SAMPLES, CROP_MODES, SAMPLE_RATE, mel_spectrogram, read_audio, to_clap_rate, to_mono
 
 CONTEXT_LENGTH = 77           # laion-clap truncates prompts at 77 tokens
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of row indices by token length, shortest first: every batch holds one length.
+
+    A length with more than `batch_size` rows is cut into near-equal batches (300 rows at 256:
+    150 + 150, not 256 + 44). Rows keep their input order within a length.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    by_length: dict[int, list[int]] = {}
+    for row, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(row)
+    batches = []
+    for n in sorted(by_length):
+        rows = by_length[n]
+        size = -(-len(rows) // -(-len(rows) // batch_size))          # ceil(len / ceil(len / batch_size))
+        batches.extend(rows[start:start + size] for start in range(0, len(rows), size))
+    return batches
 
 
 class ClapBackbone:
@@ -98,8 +117,8 @@ class ClapBackbone:
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-normalized text embeddings [N, 512] (no grad, eval).
 
-        Identical texts are encoded once; batches are formed by token length so each batch is
-        padded only to its own longest prompt (same result as laion-clap's padding to 77).
+        Identical texts are encoded once; each batch holds prompts of one token length
+        (`length_buckets`), so no batch carries padding (same result as laion-clap's padding to 77).
         """
         texts = self._check_texts(texts)
         out = torch.empty((len(texts), self.embed_dim), device=self.device)
@@ -107,10 +126,8 @@ class ClapBackbone:
             return out
         unique = list(dict.fromkeys(texts))
         ids = self._token_ids(unique)
-        order = sorted(range(len(unique)), key=lambda i: len(ids[i]))
         encoded = torch.empty((len(unique), self.embed_dim), device=self.device)
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in length_buckets([len(x) for x in ids], batch_size):
             batch = self._pad([ids[i] for i in rows])
             encoded[rows] = F.normalize(self.model.encode_text(batch, device=self.device), dim=-1)
         position = {text: i for i, text in enumerate(unique)}

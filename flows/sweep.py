@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
 # Prefect loads this file by path; the task must come from the importable package (Ray workers
 # unpickle it by module name).
@@ -84,10 +85,9 @@ def require_server(task_runner: str) -> None:
                              "`source .sept/stack/env.sh` (PREFECT_API_URL is not set)")
 
 
-@flow(name="train-sweep-runs", persist_result=False)
-def _runs(runs: list[dict[str, Any]], task_runner: str, num_gpus: float) -> dict[str, dict[str, Any]]:
-    """The runs under the chosen task runner (a flow's runner is fixed when it starts, hence a
-    subflow). Returns {run name: {"ok": bool, "info" | "error": ...}}, whatever fails."""
+def _run_tasks(runs: list[dict[str, Any]], task_runner: str, num_gpus: float) -> dict[str, dict[str, Any]]:
+    """Submit every run to the current flow's task runner and collect them as they finish.
+    Returns {run name: {"ok": bool, "info" | "error": ...}}, whatever fails."""
     from contextlib import nullcontext
 
     from prefect.futures import as_completed
@@ -127,7 +127,18 @@ def _runs(runs: list[dict[str, Any]], task_runner: str, num_gpus: float) -> dict
     return outcome
 
 
-@flow(name="train-sweep", persist_result=False, validate_parameters=True)
+@flow(name="train-sweep-ray", persist_result=False)
+def _runs_on_ray(runs: list[dict[str, Any]], num_gpus: float) -> dict[str, dict[str, Any]]:
+    """The runs as Ray tasks: a flow's task runner is fixed when it starts, hence a subflow."""
+    return _run_tasks(runs, "ray", num_gpus)
+
+
+def _thread_slots() -> int:
+    return max(1, visible_gpus())
+
+
+@flow(name="train-sweep", persist_result=False, validate_parameters=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=_thread_slots()))
 def train_sweep(
     datasets_root: str,
     protocol: str = "base2new",
@@ -194,9 +205,13 @@ def train_sweep(
     outcome: dict[str, dict[str, Any]] = {}
     if todo:
         gpus = (1.0 if visible_gpus() else 0.0) if num_gpus is None else float(num_gpus)
-        runner = make_task_runner(task_runner, ray_address, ray_workers)
         payload = [{"name": r.name, "config": r.config, "config_hash": r.config_hash} for r in todo]
-        outcome = _runs.with_options(task_runner=runner)(payload, task_runner, gpus)
+        if task_runner == "threads":
+            # this flow's own runner: one thread per visible GPU
+            outcome = _run_tasks(payload, task_runner, gpus)
+        else:
+            runner = make_task_runner(task_runner, ray_address, ray_workers)
+            outcome = _runs_on_ray.with_options(task_runner=runner)(payload, gpus)
 
     records = []
     for run in plan.runs:

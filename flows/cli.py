@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -238,6 +239,9 @@ def _run_bench(spec, plan, task_runner: str, ray_address: Optional[str], ray_wor
     except ParameterError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
+    # Without a server the flow runs on Prefect's ephemeral one, whose 20 s start-up limit a busy
+    # machine can miss (a new SQLite database and migrations); a user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     params = spec.model_dump()
     params.update(task_runner=task_runner, ray_address=ray_address, ray_workers=ray_workers, num_gpus=num_gpus,
                   check_data=False)   # checked just now by plan_bench

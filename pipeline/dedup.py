@@ -8,7 +8,8 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
   this order and recorded in `source["dedup_rule"]` (scores must stay numbers):
   `exact`    the same normalized text (scores["dedup_sim"] 1.0);
   `key`      the same content key: the stemmed content words, word order ignored, filler
-             ("sound of", "noise", "recording", articles, an implicit agent) dropped, so
+             ("sound of", "noise", "recording", articles, an implicit agent, a linking "played on")
+             dropped, so
              "rooster crows loudly" = "loud rooster crowing"; the sentence-embedding cosine
              must still reach `key_threshold` (scores["dedup_sim"]), which catches stems that
              collide across senses;
@@ -90,6 +91,12 @@ FILLER_WORDS = frozenset(
 # Prepositions are filler inside a phrase ("knocking on a door" = "door knocking") but a
 # particle at its end, where they change the event ("breathing in" / "breathing out").
 PREPOSITIONS = frozenset("in on at into onto to from by with".split())
+# Participles that only link a sound to its source before a preposition: "melody played on a
+# flute" is "flute melody", "noise made by an engine" is "engine noise". Filler only there:
+# "guitar being played" keeps "played", so that it still meets "someone playing guitar".
+LINKING_PARTICIPLES = frozenset(
+    "made produced caused created emitted generated played performed heard coming".split()
+)
 # Irregular plurals the suffix rules cannot reach; number is inflection ("frogs croak" = "frog croaking").
 IRREGULAR = {
     "children": "child", "men": "man", "women": "woman", "teeth": "tooth", "feet": "foot", "mice": "mouse",
@@ -121,15 +128,19 @@ def stem(word: str) -> str:
     """Inflection-only suffix stripping, so that both sides of a paraphrase meet on one form.
 
     Rules, in order (derivation such as "fear"/"fearful" is left to the semantic rule: stripping
-    it would merge "cheerful" with "cheering"):
+    it would merge "cheerful" with "cheering"; the one derivation joined is a quality's noun and
+    adjective, rule 3):
     1. irregular plurals: IRREGULAR ("children" -> "child");
     2. plural/3rd person: -ies -> -y, -ied -> -y; -sses/-ches/-shes/-xes/-zzes -> drop "es";
        else a final -s (not -ss, -us, -is; words over 3 letters) -> drop;
-    3. adverbs: -ily -> -y ("angrily"), -ally/-ully -> drop "ly" ("casually"), else -ly after a
+    3. -ance/-ence -> -ant/-ent in words of 7 letters or more, so that "in the distance" meets
+       "distant" and "silence" meets "silent" (shorter words such as "dance", "fence" have no
+       such adjective);
+    4. adverbs: -ily -> -y ("angrily"), -ally/-ully -> drop "ly" ("casually"), else -ly after a
        letter other than l ("belly") -> drop, if 3 letters remain ("loudly" -> "loud");
-    4. -ing, -ed (not -eed): drop when 3 or more letters with a vowel remain ("ring", "shed" stay);
-    5. a final -e (not -ee; words over 3 letters) -> drop, so "sneeze"/"sneezing" meet on "sneez";
-    6. a final doubled consonant other than l/s/z -> single ("clapp" -> "clap", "purr" -> "pur").
+    5. -ing, -ed (not -eed): drop when 3 or more letters with a vowel remain ("ring", "shed" stay);
+    6. a final -e (not -ee; words over 3 letters) -> drop, so "sneeze"/"sneezing" meet on "sneez";
+    7. a final doubled consonant other than l/s/z -> single ("clapp" -> "clap", "purr" -> "pur").
     """
     if word in IRREGULAR:
         return IRREGULAR[word]
@@ -140,6 +151,8 @@ def stem(word: str) -> str:
         w = w[:-2]
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
+    if len(w) >= 7 and w.endswith(("ance", "ence")):
+        return w[:-2] + "t"
     if len(w) > 5 and w.endswith("ily"):
         w = w[:-3] + "y"
     elif len(w) > 5 and w.endswith(("ally", "ully")):
@@ -160,12 +173,15 @@ def stem(word: str) -> str:
 
 
 def content_words(text: str) -> list[str]:
-    """The words of `text` that name the sound, in order: normalize_text, then FILLER_WORDS and
-    inner PREPOSITIONS dropped. "The sound of a dog barking at night" -> ["dog", "barking", "night"]."""
+    """The words of `text` that name the sound, in order: normalize_text, then FILLER_WORDS,
+    inner PREPOSITIONS and LINKING_PARTICIPLES before a preposition dropped.
+    "The sound of a dog barking at night" -> ["dog", "barking", "night"]."""
     words = normalize_text(text).split()
     return [
         w for i, w in enumerate(words)
-        if w not in FILLER_WORDS and not (w in PREPOSITIONS and i < len(words) - 1)
+        if w not in FILLER_WORDS
+        and not (w in PREPOSITIONS and i < len(words) - 1)
+        and not (w in LINKING_PARTICIPLES and i < len(words) - 1 and words[i + 1] in PREPOSITIONS)
     ]
 
 

@@ -117,6 +117,9 @@ def test_stem_rules():
         "children": "child", "leaves": "leaf", "cries": "cry", "cried": "cry",
         "ring": "ring", "ringing": "ring", "string": "string", "shed": "shed", "speed": "speed",
         "bus": "bus", "glass": "glass", "bee": "bee", "fearful": "fearful",  # derivation is not stripped
+        # but a quality's noun meets its adjective, in words of 7 letters or more
+        "distance": "distant", "distances": "distant", "distant": "distant", "distantly": "distant",
+        "silence": "silent", "silently": "silent", "dance": "danc", "fence": "fenc",
     }
     assert {w: stem(w) for w in cases} == cases
 
@@ -131,6 +134,16 @@ def test_content_key_drops_filler_and_order():
     assert content_key("breathing in") == ("breath", "in") != content_key("breathing out")
     assert content_key("dog barking") != content_key("dog barking loudly")
     assert content_key("the sound of") == ()
+    assert content_key("explosion in the distance") == content_key("distant explosion") == ("distant", "explosion")
+
+
+def test_linking_participles_are_filler_only_before_a_preposition():
+    assert content_key("melody played on a flute") == content_key("flute melody") == ("flut", "melody")
+    assert content_key("noise made by a car engine") == content_key("car engine noise") == ("car", "engin")
+    assert content_key("birds heard in the forest") == content_key("birds in the forest")
+    # elsewhere the participle is the event: the passive still meets the active
+    assert content_key("guitar being played") == content_key("someone playing guitar") == ("guitar", "play")
+    assert content_key("flute played softly") == ("flut", "play", "soft")
 
 
 def test_substitution_is_what_each_phrase_lacks():

@@ -3,16 +3,16 @@
 Per class, in rank order (the order the LLM gave them), a candidate is rejected when
 - its normalized text is empty (`invalid:empty`),
 - it names its own class (`duplicate_of_class`) or another class (`names_other_class:<class>`),
-  as the same normalized text or the same content key (below),
+  as the same normalized text, the same content key or the same spelling key (below),
 - it duplicates an earlier kept candidate (`duplicate_of:<id>`) by one of three rules, tried in
   this order and recorded in `source["dedup_rule"]` (scores must stay numbers):
   `exact`    the same normalized text (scores["dedup_sim"] 1.0);
   `key`      the same content key: the stemmed content words, word order ignored, filler
-             ("sound of", "noise", "recording", articles, an implicit agent, a linking "played on")
-             dropped, so
-             "rooster crows loudly" = "loud rooster crowing"; the sentence-embedding cosine
-             must still reach `key_threshold` (scores["dedup_sim"]), which catches stems that
-             collide across senses;
+             ("sound of", "noise", "recording", articles, pronouns, an implicit agent, a
+             linking "played on") dropped, so "rooster crows loudly" = "loud rooster crowing";
+             or the same spelling key, the stems in text order without spaces ("gun fire" =
+             "gunfire"); the sentence-embedding cosine must still reach `key_threshold`
+             (scores["dedup_sim"]), which catches stems that collide across senses;
   `synonym`  the same content key once every word of a synonym group of the domain lexicon
              (`lexicon/synonyms.txt`) is mapped to its group's canonical form ("crying infant" =
              "baby crying"), with the same cosine floor as `key`; the words it mapped are kept
@@ -25,7 +25,8 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
              Lexicon synonyms cancel before the substitution is taken, so only the words that
              no group joins are compared.
              A phrase that only adds words to the other is never a duplicate: the added word
-             is a qualifier ("dog barking" / "dog barking loudly").
+             is a qualifier ("dog barking" / "dog barking loudly"); nor are two words that only
+             their first letters tell apart ("inhaling" / "exhaling": see `lookalikes`).
 Phrase cosine alone cannot tell paraphrases from distinct sounds: on the labelled set
 (tests/data/dedup_pairs.tsv, measured by benchmarks/dedup.py) "slow dripping" / "fast dripping"
 sit at 0.963 while "deep sigh" / "sighing deeply" sit at 0.531; hence the key and the
@@ -82,10 +83,12 @@ _VOWEL = re.compile(r"[aeiouy]")
 
 # Words that carry no sound of their own: articles and other function words, the medium
 # ("sound of", "noise", "recording"), the possessive "s" left by normalize_text ("dog s bark"),
-# and an implicit agent ("someone sneezing" is "sneezing"; "people" stays: several agents).
+# and an implicit agent ("someone sneezing" is "sneezing"; "people" stays: several agents). The
+# generic "one's" ("clearing one's throat") is a possessive pronoun too; content_words drops
+# "one" only before that "s", so "one gunshot" keeps its number.
 FILLER_WORDS = frozenset(
     "a an the of and s is are was were be been being that which this these those some "
-    "his her its their sound sounds noise noises recording recordings audio clip clips "
+    "my your his her its our their sound sounds noise noises recording recordings audio clip clips "
     "someone somebody person".split()
 )
 # Prepositions are filler inside a phrase ("knocking on a door" = "door knocking") but a
@@ -102,6 +105,25 @@ IRREGULAR = {
     "children": "child", "men": "man", "women": "woman", "teeth": "tooth", "feet": "foot", "mice": "mouse",
     "geese": "goose", "leaves": "leaf", "knives": "knife", "wolves": "wolf", "calves": "calf",
     "hooves": "hoof", "shelves": "shelf", "halves": "half",
+}
+# Irregular past forms of verbs the domain describes sounds with ("gong struck" = "striking a
+# gong"), mapped to the base form, which is then stemmed as usual. Forms that are also a noun or
+# an adjective of another sense here stay out: "saw" (the tool), "shot" (a gunshot), "felt",
+# "ground", "left", "lit", "led", "spoke", "bit", "stuck", "drunk", "rose", "spring".
+IRREGULAR_VERBS = {
+    "struck": "strike", "stricken": "strike", "broke": "break", "broken": "break", "rang": "ring",
+    "rung": "ring", "sang": "sing", "sung": "sing", "blew": "blow", "blown": "blow", "fallen": "fall",
+    "threw": "throw", "thrown": "throw", "shook": "shake", "shaken": "shake", "froze": "freeze",
+    "frozen": "freeze", "beaten": "beat", "drove": "drive", "driven": "drive", "flew": "fly",
+    "flown": "fly", "ran": "run", "spoken": "speak", "swung": "swing", "woke": "wake", "woken": "wake",
+    "stung": "sting", "swept": "sweep", "wept": "weep", "crept": "creep", "slept": "sleep",
+    "spun": "spin", "hung": "hang", "dug": "dig", "bitten": "bite", "ridden": "ride", "rode": "ride",
+    "wrote": "write", "written": "write", "tore": "tear", "torn": "tear", "grew": "grow",
+    "grown": "grow", "drew": "draw", "drawn": "draw", "fought": "fight", "caught": "catch",
+    "began": "begin", "begun": "begin", "fled": "flee", "bled": "bleed", "held": "hold",
+    "kept": "keep", "knelt": "kneel", "slid": "slide", "stood": "stand", "swam": "swim",
+    "swum": "swim", "shone": "shine", "hid": "hide", "hidden": "hide", "ate": "eat", "eaten": "eat",
+    "drank": "drink", "flung": "fling", "wrung": "wring", "clung": "cling", "sped": "speed",
 }
 
 
@@ -130,7 +152,8 @@ def stem(word: str) -> str:
     Rules, in order (derivation such as "fear"/"fearful" is left to the semantic rule: stripping
     it would merge "cheerful" with "cheering"; the one derivation joined is a quality's noun and
     adjective, rule 3):
-    1. irregular plurals: IRREGULAR ("children" -> "child");
+    1. irregular plurals: IRREGULAR ("children" -> "child"); irregular verb forms:
+       IRREGULAR_VERBS gives the base form, which the rules below stem ("struck" -> "strik");
     2. plural/3rd person: -ies -> -y, -ied -> -y; -sses/-ches/-shes/-xes/-zzes -> drop "es";
        else a final -s (not -ss, -us, -is; words over 3 letters) -> drop;
     3. -ance/-ence -> -ant/-ent in words of 7 letters or more, so that "in the distance" meets
@@ -144,7 +167,7 @@ def stem(word: str) -> str:
     """
     if word in IRREGULAR:
         return IRREGULAR[word]
-    w = word
+    w = IRREGULAR_VERBS.get(word, word)
     if len(w) > 4 and w.endswith(("ies", "ied")):
         w = w[:-3] + "y"
     elif len(w) > 4 and w.endswith(("sses", "ches", "shes", "xes", "zzes")):
@@ -174,7 +197,7 @@ def stem(word: str) -> str:
 
 def content_words(text: str) -> list[str]:
     """The words of `text` that name the sound, in order: normalize_text, then FILLER_WORDS,
-    inner PREPOSITIONS and LINKING_PARTICIPLES before a preposition dropped.
+    inner PREPOSITIONS, LINKING_PARTICIPLES before a preposition and a possessive "one's" dropped.
     "The sound of a dog barking at night" -> ["dog", "barking", "night"]."""
     words = normalize_text(text).split()
     return [
@@ -182,6 +205,7 @@ def content_words(text: str) -> list[str]:
         if w not in FILLER_WORDS
         and not (w in PREPOSITIONS and i < len(words) - 1)
         and not (w in LINKING_PARTICIPLES and i < len(words) - 1 and words[i + 1] in PREPOSITIONS)
+        and not (w == "one" and i < len(words) - 1 and words[i + 1] == "s")
     ]
 
 
@@ -292,6 +316,28 @@ def content_key(text: str, lexicon: Lexicon | None = None) -> tuple[str, ...]:
     return tuple(sorted(t for tokens, _ in _tokens(text, lexicon) for t in tokens))
 
 
+def spelling_key(text: str) -> str:
+    """The stemmed content words in text order, written without spaces, so that a compound
+    meets its spelling in two words or with a hyphen: "window pane smashing" and "windowpane
+    smashing" -> "windowpansmash". Order counts here: reordering is content_key's."""
+    return "".join(stem(w) for w in content_words(text))
+
+
+def lookalikes(a: str, b: str) -> bool:
+    """Whether two single words differ only in their first three letters or fewer and share a
+    stemmed ending of three or more ("inhaling" / "exhaling", "ascending" / "descending"). Such
+    pairs share MiniLM word pieces, which lifts their cosine above that of true synonyms
+    ("inhaling" / "exhaling" 0.885, "frightened" / "scared" 0.823) whatever they mean, so the
+    semantic rule does not take them; a synonym of that shape belongs in the lexicon."""
+    if " " in a or " " in b:
+        return False
+    sa, sb = stem(a), stem(b)
+    n = 0
+    while n < min(len(sa), len(sb)) and sa[-1 - n] == sb[-1 - n]:
+        n += 1
+    return sa != sb and n >= 3 and len(sa) - n <= 3 and len(sb) - n <= 3
+
+
 def substitution(a: str, b: str, lexicon: Lexicon | None = None) -> tuple[str, str] | None:
     """The words each phrase has that the other lacks (compared by stem, and with a `lexicon`
     by canonical form), as two strings, when both are non-empty: "kids playing outside" /
@@ -367,6 +413,7 @@ class _Rules:
         self.lexicon = lexicon
         self.raw_keys = [content_key(t) for t in texts]
         self.keys = [content_key(t, lexicon) for t in texts] if lexicon is not None else self.raw_keys
+        self.spellings = [spelling_key(t) for t in texts]
         self.sims = _cosines(emb, emb) if len(texts) else np.zeros((0, 0), np.float32)
         self.model, self.batch_size = model, batch_size
         self.word_sims: dict[tuple[str, str], float] = {}
@@ -377,7 +424,7 @@ class _Rules:
         for i, j in pairs:
             if not self.same_key(i, j) and self.sims[i, j] >= self.threshold:
                 s = substitution(self.texts[i], self.texts[j], self.lexicon)
-                if s is not None and s not in self.word_sims:
+                if s is not None and s not in self.word_sims and not lookalikes(*s):
                     subs[s] = None
         words = sorted({w for s in subs for w in s})
         emb = embed_texts(self.model, words, self.batch_size)
@@ -388,7 +435,10 @@ class _Rules:
     def same_key(self, i: int, j: int) -> bool:
         # the raw key too: a phrase of several words matches an entry only in its order, so
         # "set of drums" / "drums set" must not lose the key they share without the lexicon
-        return bool(self.raw_keys[i]) and self.raw_keys[i] == self.raw_keys[j] or bool(self.keys[i]) and self.keys[i] == self.keys[j]
+        # and the spelling key: "gun fire" / "gunfire" share no word
+        return (bool(self.raw_keys[i]) and self.raw_keys[i] == self.raw_keys[j]
+                or bool(self.keys[i]) and self.keys[i] == self.keys[j]
+                or bool(self.spellings[i]) and self.spellings[i] == self.spellings[j])
 
     def match(self, i: int, j: int) -> tuple[str, dict[str, float], str | None] | None:
         """(rule, scores, the synonyms joined or None) when text j duplicates text i by the
@@ -397,7 +447,7 @@ class _Rules:
         if self.same_key(i, j):
             if sim < self.key_threshold:
                 return None
-            if self.raw_keys[i] == self.raw_keys[j]:
+            if self.raw_keys[i] == self.raw_keys[j] or self.spellings[i] == self.spellings[j]:
                 return "key", {"dedup_sim": sim}, None
             # the words the lexicon joined; the whole phrases where one side has none of its
             # own ("vacuuming" / "vacuum cleaner": one entry stands for two words)
@@ -406,7 +456,7 @@ class _Rules:
         if sim < self.threshold:
             return None
         s = substitution(self.texts[i], self.texts[j], self.lexicon)
-        if s is None:
+        if s is None or lookalikes(*s):
             return None
         word_sim = self.word_sims[s]
         return ("semantic", {"dedup_sim": sim, "dedup_word_sim": word_sim}, None) if word_sim >= self.word_threshold else None
@@ -481,13 +531,16 @@ def dedup(
 
     # class names by key ("frogs", "sound of a frog" for "frog"); synonyms of a class are
     # wanted neighbors, so the semantic rule does not apply here
-    class_keys: dict[tuple[str, ...], list[int]] = {}
+    # ("gunshot" for "gun shot" by the spelling key)
+    class_keys: dict[tuple[str, ...] | str, set[int]] = {}
     for ci, c in enumerate(classes):
-        if content_key(c):
-            class_keys.setdefault(content_key(c), []).append(ci)
+        for key in (content_key(c), spelling_key(c)):
+            if key:
+                class_keys.setdefault(key, set()).add(ci)
     named: dict[int, tuple[str, float]] = {}
     for row, r in enumerate(flat):
-        hits = [(float(class_emb[ci] @ emb[row]), ci) for ci in class_keys.get(content_key(r.text), [])]
+        cis = class_keys.get(content_key(r.text), set()) | class_keys.get(spelling_key(r.text), set())
+        hits = [(float(class_emb[ci] @ emb[row]), ci) for ci in sorted(cis)]
         hits = [h for h in hits if h[0] >= key_threshold]
         if hits:
             sim, ci = max(hits)
@@ -553,9 +606,9 @@ def _cross_class(classes, kept, kept_rows, rules: _Rules) -> list[dict[str, Any]
         rec.scores["dedup_cross_max"] = float(sims[a, best[a]]) if sims[a, best[a]] > -1.0 else 0.0
 
     # candidate pairs: same text, same key, or close enough for the semantic rule
-    by_key: dict[tuple[str, ...], list[int]] = {}
+    by_key: dict[tuple[str, ...] | str, list[int]] = {}
     for a, row in enumerate(rows):
-        for key in {rules.keys[row], rules.raw_keys[row]}:
+        for key in {rules.keys[row], rules.raw_keys[row], rules.spellings[row]}:
             if key:
                 by_key.setdefault(key, []).append(a)
     pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(sims >= rules.threshold, k=1)))}

@@ -18,6 +18,8 @@ from sept.pipeline.dedup import (
     dedup,
     key_threshold_for,
     load_lexicon,
+    lookalikes,
+    spelling_key,
     stem,
     substitution,
 )
@@ -146,6 +148,24 @@ def test_linking_participles_are_filler_only_before_a_preposition():
     assert content_key("flute played softly") == ("flut", "play", "soft")
 
 
+def test_irregular_verbs_pronouns_and_spelling():
+    assert content_key("large gong struck") == content_key("striking a large gong") == ("gong", "larg", "strik")
+    assert content_key("bell rang") == content_key("bell ringing") and content_key("glass broken") == content_key("breaking glass")
+    assert stem("saw") == "saw" and stem("shot") == "shot"  # the tool and the gunshot stay nouns
+    assert content_key("clearing one's throat") == content_key("someone clearing their throat") == ("clear", "throat")
+    assert content_key("one gunshot") == ("gunshot", "one")  # a number, not a pronoun
+    assert content_key("my dog barking") == content_key("dog barking")
+    assert spelling_key("window pane smashing") == spelling_key("windowpane smashing") == "windowpansmash"
+    assert spelling_key("gun-fire in the street") == spelling_key("gunfire in the street")
+    assert spelling_key("fire gun") != spelling_key("gunfire")  # order counts in the spelling key
+
+
+def test_lookalike_words_are_not_synonyms():
+    assert lookalikes("inhaling", "exhaling") and lookalikes("ascending", "descending")
+    assert not lookalikes("kids", "children") and not lookalikes("yelling", "shouting")
+    assert not lookalikes("loading", "loading") and not lookalikes("low hum", "slow hum")
+
+
 def test_substitution_is_what_each_phrase_lacks():
     assert substitution("kids playing outside", "children playing outside") == ("kids", "children")
     assert substitution("slow dripping", "fast dripping") == ("slow", "fast")
@@ -172,6 +192,11 @@ def test_each_rule_reason_and_score(minilm):
         "sound of a frog": ("names_other_class:frog", "key"),
     }
     assert [r.text for r in out.kept["dog"]] == ["dog barking", "dog barking loudly"]  # a qualifier stays
+    # the class name respelled is the class name; lookalike words are not synonyms
+    gun = dedup({"gun shot": [rec("gun shot", "gunshot"), rec("gun shot", "gunshots in the distance")],
+                 "breathing": [rec("breathing", "inhaling deeply"), rec("breathing", "exhaling deeply")]}, minilm)
+    assert {r.text: r.reason for r in gun.rejected} == {"gunshot": "duplicate_of_class"}
+    assert [r.text for r in gun.kept["breathing"]] == ["inhaling deeply", "exhaling deeply"]
     assert [r.text for r in out.kept["children playing"]] == ["kids playing outside", "slow footsteps", "fast footsteps"]
     by_text = {r.text: r for r in out.rejected}
     assert by_text["Frog croaking!"].scores["dedup_sim"] == 1.0

@@ -8,8 +8,8 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
   this order and recorded in `source["dedup_rule"]` (scores must stay numbers):
   `exact`    the same normalized text (scores["dedup_sim"] 1.0);
   `key`      the same content key: the stemmed content words, word order ignored, filler
-             ("sound of", "noise", "recording", articles, pronouns, an implicit agent, a
-             linking "played on") dropped, so "rooster crows loudly" = "loud rooster crowing";
+             ("sound of", "noise", "recording", articles, pronouns, an implicit agent, verbs
+             that only say a sound is given out: "played", "made") dropped, so "rooster crows loudly" = "loud rooster crowing";
              or the same spelling key, the stems in text order without spaces ("gun fire" =
              "gunfire"); the sentence-embedding cosine must still reach `key_threshold`
              (scores["dedup_sim"]), which catches stems that collide across senses;
@@ -81,25 +81,32 @@ _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
 _VOWEL = re.compile(r"[aeiouy]")
 
-# Words that carry no sound of their own: articles and other function words, the medium
-# ("sound of", "noise", "recording"), the possessive "s" left by normalize_text ("dog s bark"),
-# and an implicit agent ("someone sneezing" is "sneezing"; "people" stays: several agents). The
-# generic "one's" ("clearing one's throat") is a possessive pronoun too; content_words drops
-# "one" only before that "s", so "one gunshot" keeps its number.
+# Verbs that only say that a source gives out a sound, in every form; filler, so that the
+# active meets the passive: "orchestra playing a symphony" = "symphony played by an orchestra",
+# "trombone playing a low note" = "low note played on a trombone" = "low trombone note",
+# "dog making a noise" = "noise made by a dog".
+SOUNDING_VERBS = {
+    "play": ("played", "playing"), "perform": ("performed", "performing"), "make": ("made", "making"),
+    "produce": ("produced", "producing"), "emit": ("emitted", "emitting"),
+    "generate": ("generated", "generating"), "create": ("created", "creating"), "hear": ("heard", "hearing"),
+}
+# Words that carry no sound of their own: articles, pronouns and other function words, the
+# medium ("sound of", "noise", "recording", "sounding"), the possessive "s" left by
+# normalize_text ("dog s bark"), an implicit agent ("someone sneezing" is "sneezing"; "people"
+# stays: several agents) and SOUNDING_VERBS. The generic "one's" ("clearing one's throat") is a
+# pronoun too; content_words drops "one" only before that "s", so "one gunshot" keeps its number.
 FILLER_WORDS = frozenset(
-    "a an the of and s is are was were be been being that which this these those some "
-    "my your his her its our their sound sounds noise noises recording recordings audio clip clips "
-    "someone somebody person".split()
-)
+    "a an the of and s is are was were be been being that which who whose this these those some "
+    "my your his her its our their sound sounds sounding sounded noise noises recording recordings "
+    "audio clip clips someone somebody person".split()
+) | {w for verb, forms in SOUNDING_VERBS.items() for w in (verb, verb + "s", *forms)}
 # Prepositions are filler inside a phrase ("knocking on a door" = "door knocking") but a
 # particle at its end, where they change the event ("breathing in" / "breathing out").
 PREPOSITIONS = frozenset("in on at into onto to from by with".split())
-# Participles that only link a sound to its source before a preposition: "melody played on a
-# flute" is "flute melody", "noise made by an engine" is "engine noise". Filler only there:
-# "guitar being played" keeps "played", so that it still meets "someone playing guitar".
-LINKING_PARTICIPLES = frozenset(
-    "made produced caused created emitted generated played performed heard coming".split()
-)
+# Participles that link a sound to its source only before a preposition ("noise caused by the
+# wind" = "wind noise", "music coming from a radio" = "radio music"); elsewhere they are events
+# ("car coming").
+LINKING_PARTICIPLES = frozenset("caused coming".split())
 # Irregular plurals the suffix rules cannot reach; number is inflection ("frogs croak" = "frog croaking").
 IRREGULAR = {
     "children": "child", "men": "man", "women": "woman", "teeth": "tooth", "feet": "foot", "mice": "mouse",
@@ -196,10 +203,16 @@ def stem(word: str) -> str:
 
 
 def content_words(text: str) -> list[str]:
-    """The words of `text` that name the sound, in order: normalize_text, then FILLER_WORDS,
-    inner PREPOSITIONS, LINKING_PARTICIPLES before a preposition and a possessive "one's" dropped.
+    """The words of `text` that name the sound, in order: normalize_text, then "full of X"
+    written "Xful" ("voice full of sorrow" = "sorrowful voice"), then FILLER_WORDS, inner
+    PREPOSITIONS, LINKING_PARTICIPLES before a preposition and a possessive "one's" dropped.
     "The sound of a dog barking at night" -> ["dog", "barking", "night"]."""
     words = normalize_text(text).split()
+    for i in range(len(words) - 2, 0, -1):
+        # the word after "full of" and its article: "full of the joy" too
+        if words[i - 1] == "full" and words[i] == "of":
+            j = i + 1 + (words[i + 1] in ("a", "an", "the") and i + 2 < len(words))
+            words[i - 1:j + 1] = [words[j] + "ful"]
     return [
         w for i, w in enumerate(words)
         if w not in FILLER_WORDS

@@ -79,17 +79,19 @@ def judge(rows, model, synonyms=SYNONYMS) -> list[dict]:
     """Each row with `merged` (the stage's verdict at its defaults) and `rule` (what matched).
 
     Every pair is the only two candidates of its own class, all in one call: the rules work
-    within a class. The class is named after the line, not the dataset's class: "sound of a
-    vacuum cleaner" under "vacuum cleaner" is the class-name rule's, and this measures the pair rules."""
+    within a class. The class is the dataset's class with the line number after it: the class's
+    words select the lexicon's class-context groups as under the class itself, and the number
+    keeps the class-name rule out ("sound of a vacuum cleaner" under "vacuum cleaner" is that
+    rule's; this measures the pair rules)."""
     cands = {}
     for r in rows:
-        cls = f"pair at line {r['line']}"
+        cls = f"{r['class']} {r['line']}"
         cands[cls] = [NeighborRecord(**{"class": cls, "text": r["text_a"]}), NeighborRecord(**{"class": cls, "text": r["text_b"]})]
     res = dedup(cands, model, synonyms=synonyms)
     by_class = {rej.class_: rej for rej in res.rejected}
     out = []
     for r in rows:
-        cls = f"pair at line {r['line']}"
+        cls = f"{r['class']} {r['line']}"
         rej = by_class.get(cls)
         if rej is not None and rej.reason != f"duplicate_of:{cands[cls][0].id}":
             raise ValueError(f"line {r['line']}: {rej.text!r} rejected as {rej.reason!r}, not as a duplicate of the pair")
@@ -106,16 +108,17 @@ def figures(judged) -> tuple[float, float, int, int, int]:
 
 
 def features(rows, model, synonyms=SYNONYMS) -> list[dict]:
-    """Per pair: phrase cosine, whether the content keys match (without or with the lexicon),
-    and the substituted words' cosine."""
+    """Per pair: phrase cosine, whether the content keys match (without or with the lexicon of
+    the pair's class), and the substituted words' cosine."""
     lexicon = load_lexicon(synonyms)
+    lexicons = [lexicon.for_class(r["class"]) if lexicon is not None else None for r in rows]
     emb_a = embed_texts(model, [r["text_a"] for r in rows])
     emb_b = embed_texts(model, [r["text_b"] for r in rows])
-    subs = [substitution(r["text_a"], r["text_b"], lexicon) for r in rows]
+    subs = [substitution(r["text_a"], r["text_b"], lx) for r, lx in zip(rows, lexicons)]
     words = sorted({w for s in subs if s for w in s})
     wemb = dict(zip(words, embed_texts(model, words)))
     out = []
-    for r, ea, eb, s in zip(rows, emb_a, emb_b, subs):
+    for r, ea, eb, s, lexicon in zip(rows, emb_a, emb_b, subs, lexicons):
         key = any(bool(content_key(r["text_a"], lx)) and content_key(r["text_a"], lx) == content_key(r["text_b"], lx)
                   for lx in (None, lexicon)) or bool(spelling_key(r["text_a"])) and spelling_key(r["text_a"]) == spelling_key(r["text_b"])
         out.append({**r, "sim": float(ea @ eb), "key": key,

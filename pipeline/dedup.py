@@ -17,7 +17,9 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
              (`lexicon/synonyms.txt`) is mapped to its group's canonical form ("crying infant" =
              "baby crying"), with the same cosine floor as `key`; the words it mapped are kept
              in `source["dedup_synonyms"]` ("infant / baby"). MiniLM alone cannot make these:
-             "baby"/"infant" are farther apart in it than "dog"/"puppy";
+             "baby"/"infant" are farther apart in it than "dog"/"puppy". The lexicon's
+             class-context groups apply only under a class whose name holds one of their
+             entries ("chopper" is a helicopter under `helicopter`, `Lexicon.for_class`);
   `semantic` the content words differ by a substitution (each phrase has words the other
              lacks) whose two sides are near-synonyms: phrase cosine >= `threshold`
              (scores["dedup_sim"]) and cosine of the substituted words >= `word_threshold`
@@ -42,6 +44,7 @@ review, never dropped: "rain" may fairly be a neighbor of both "thunderstorm" an
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import unicodedata
@@ -229,9 +232,13 @@ class Lexicon:
 
     Entries are read as candidates are (content_words, then stem), so one entry covers its
     inflections; an entry of several words matches those content words in that order. Every
-    entry maps to the stems of its group's canonical entry. A file that would make the mapping
-    ambiguous is refused, naming the file and line: a group of one entry, an entry with no
-    content word, an entry listed twice, a canonical entry using a word that another group maps.
+    entry maps to the stems of its group's canonical entry. A line that starts with "@" holds a
+    class-context group: it applies only under a class whose name contains one of its entries
+    (`for_class`), where the class name fixes the sense of a word that has another one
+    elsewhere ("@ helicopter, chopper"). A file that would make the mapping ambiguous is
+    refused, naming the file and line: a group of one entry, an entry with no content word, an
+    entry listed twice (context groups included), a canonical entry using a word that another
+    group maps.
     """
 
     def __init__(self, path: str | Path):
@@ -246,10 +253,14 @@ class Lexicon:
         except UnicodeDecodeError as e:
             raise ValueError(f"synonym lexicon {path}: not UTF-8 ({e})") from None
         groups: list[tuple[int, list[tuple[str, tuple[str, ...]]]]] = []
+        context_lines: set[int] = set()
         where: dict[tuple[str, ...], tuple[int, str]] = {}
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
+            if line.lstrip().startswith("@"):
+                context_lines.add(n)
+                line = line.lstrip()[1:]
             entries = []
             for entry in (e.strip() for e in line.split(",")):
                 stems = tuple(stem(w) for w in content_words(entry))
@@ -273,10 +284,30 @@ class Lexicon:
                 if other is not None and other[0] != n and canonical_of[other[0]] != (w,):
                     raise ValueError(f"synonym lexicon {path}:{n}: canonical entry {entries[0][0]!r} uses "
                                      f"{other[1]!r}, which line {other[0]} maps to another form")
-            for _, stems in entries:
-                self._map[stems] = canonical
-        self.groups = [[e for e, _ in entries] for _, entries in groups]
+            if n not in context_lines:
+                for _, stems in entries:
+                    self._map[stems] = canonical
+        self.groups = [[e for e, _ in entries] for n, entries in groups if n not in context_lines]
+        self.context_groups = [[e for e, _ in entries] for n, entries in groups if n in context_lines]
+        self._context = [(n, [stems for _, stems in entries]) for n, entries in groups if n in context_lines]
         self._longest = max((len(k) for k in self._map), default=1)
+        self._for_class: dict[tuple[int, ...], Lexicon] = {(): self}
+
+    def for_class(self, name: str) -> Lexicon:
+        """This lexicon with the context groups that apply under the class `name` (those with an
+        entry whose words stand, in order, in the class name); itself when none does."""
+        words = tuple(stem(w) for w in content_words(name))
+        lines = tuple(n for n, entries in self._context
+                      if any(words[k:k + len(e)] == e for e in entries for k in range(len(words) - len(e) + 1)))
+        if lines not in self._for_class:
+            derived = copy.copy(self)
+            derived._map = dict(self._map)
+            for n, entries in self._context:
+                if n in lines:
+                    derived._map.update((e, entries[0]) for e in entries)
+            derived._longest = max((len(k) for k in derived._map), default=1)
+            self._for_class[lines] = derived
+        return self._for_class[lines]
 
     def spans(self, stems: list[str]) -> list[tuple[int, int, tuple[str, ...]]]:
         """(start, end, canonical stems) covering `stems` left to right, the longest entry first;
@@ -421,11 +452,14 @@ class _Rules:
     """The key, synonym and semantic rules over one set of texts with their embeddings [N, D]."""
 
     def __init__(self, texts: list[str], emb: np.ndarray, threshold: float, key_threshold: float,
-                 word_threshold: float, model, batch_size: int, lexicon: Lexicon | None = None):
+                 word_threshold: float, model, batch_size: int, lexicon: Lexicon | None = None,
+                 lexicons: list[Lexicon | None] | None = None):
+        """lexicons: each text's lexicon (its class's, `Lexicon.for_class`); default `lexicon` for all."""
         self.texts, self.threshold, self.key_threshold, self.word_threshold = texts, threshold, key_threshold, word_threshold
         self.lexicon = lexicon
+        self.lexicons = lexicons if lexicons is not None else [lexicon] * len(texts)
         self.raw_keys = [content_key(t) for t in texts]
-        self.keys = [content_key(t, lexicon) for t in texts] if lexicon is not None else self.raw_keys
+        self.keys = [content_key(t, lx) for t, lx in zip(texts, self.lexicons)] if lexicon is not None else self.raw_keys
         self.spellings = [spelling_key(t) for t in texts]
         self.sims = _cosines(emb, emb) if len(texts) else np.zeros((0, 0), np.float32)
         self.model, self.batch_size = model, batch_size
@@ -436,7 +470,7 @@ class _Rules:
         subs = {}
         for i, j in pairs:
             if not self.same_key(i, j) and self.sims[i, j] >= self.threshold:
-                s = substitution(self.texts[i], self.texts[j], self.lexicon)
+                s = substitution(self.texts[i], self.texts[j], self.pair_lexicon(i, j))
                 if s is not None and s not in self.word_sims and not lookalikes(*s):
                     subs[s] = None
         words = sorted({w for s in subs for w in s})
@@ -444,6 +478,10 @@ class _Rules:
         row = {w: k for k, w in enumerate(words)}
         for a, b in subs:
             self.word_sims[(a, b)] = float(np.clip(emb[row[a]] @ emb[row[b]], -1.0, 1.0))
+
+    def pair_lexicon(self, i: int, j: int) -> Lexicon | None:
+        # the class's own within a class; across two classes only the groups of every class
+        return self.lexicons[i] if self.lexicons[i] is self.lexicons[j] else self.lexicon
 
     def same_key(self, i: int, j: int) -> bool:
         # the raw key too: a phrase of several words matches an entry only in its order, so
@@ -468,7 +506,7 @@ class _Rules:
             return "synonym", {"dedup_sim": sim}, " / ".join(joined)
         if sim < self.threshold:
             return None
-        s = substitution(self.texts[i], self.texts[j], self.lexicon)
+        s = substitution(self.texts[i], self.texts[j], self.pair_lexicon(i, j))
         if s is None or lookalikes(*s):
             return None
         word_sim = self.word_sims[s]
@@ -560,7 +598,9 @@ def dedup(
             named[row] = ("duplicate_of_class" if classes[ci] == r.class_ else f"names_other_class:{classes[ci]}", sim)
 
     # one rule set over every survivor: one batch of word embeddings for all classes
-    rules = _Rules([r.text for r in flat], emb, threshold, key_threshold, word_threshold, model, batch_size, lexicon)
+    class_lexicon = {c: lexicon.for_class(c) for c in classes} if lexicon is not None else dict.fromkeys(classes)
+    rules = _Rules([r.text for r in flat], emb, threshold, key_threshold, word_threshold, model, batch_size, lexicon,
+                   [class_lexicon[r.class_] for r in flat])
     rules.embed_substitutions(
         (i, j) for ci in range(len(classes)) for j in range(offsets[ci], offsets[ci + 1]) for i in range(offsets[ci], j)
     )
@@ -592,7 +632,8 @@ def dedup(
     info = {
         "threshold": threshold, "key_threshold": key_threshold, "word_threshold": word_threshold,
         "synonyms": None if lexicon is None else {"file": lexicon.path.name, "sha256": lexicon.sha256,
-                                                  "groups": len(lexicon.groups)},
+                                                  "groups": len(lexicon.groups),
+                                                  "context_groups": len(lexicon.context_groups)},
         "counts": counts, "cross_class": cross,
     }
     return StageResult(kept=kept, rejected=rejected, info=info)

@@ -60,16 +60,18 @@ def minilm():
 
 @pytest.fixture(scope="module", params=list(SETS))
 def judged(request, minilm):
-    """Every pair of a set as the only two candidates of its own class, named after it (so the
-    class-name rule stays out of it), all in one call: merged when text_b is rejected as a
-    duplicate of text_a."""
+    """Every pair of a set as the only two candidates of its own class, all in one call: merged
+    when text_b is rejected as a duplicate of text_a. The class is the pair's class with a
+    number after it: its words select the lexicon's class-context groups, and the number keeps
+    the class-name rule out of it."""
     rows = read_pairs(request.param)
-    cands = {f"pair {n}": [rec(f"pair {n}", r["text_a"]), rec(f"pair {n}", r["text_b"])] for n, r in enumerate(rows)}
+    names = [f"{r['class']} {n}" for n, r in enumerate(rows)]
+    cands = {c: [rec(c, r["text_a"]), rec(c, r["text_b"])] for c, r in zip(names, rows)}
     res = dedup(cands, minilm)
     out = []
-    for n, r in enumerate(rows):
-        a = cands[f"pair {n}"][0]
-        rejected = [x for x in res.rejected if x.class_ == f"pair {n}"]
+    for c, r in zip(names, rows):
+        a = cands[c][0]
+        rejected = [x for x in res.rejected if x.class_ == c]
         assert all(x.reason == f"duplicate_of:{a.id}" for x in rejected), (r, rejected)
         out.append({**r, "merged": bool(rejected), "rejected": rejected, "set": request.param})
     return out
@@ -361,7 +363,8 @@ def test_synonym_rule_reason_scores_and_switch(minilm, lexicon, tmp_path):
     assert dup.scores["dedup_sim"] > key_threshold_for(DEFAULT_THRESHOLD) + 0.1
     # the class name is matched without the lexicon: a synonym of the class is a wanted neighbor
     assert [r.text for r in out.kept["crying baby"]] == ["infant crying loudly", "infant crying"]
-    assert out.info["synonyms"] == {"file": "synonyms.txt", "sha256": lexicon.sha256, "groups": len(lexicon.groups)}
+    assert out.info["synonyms"] == {"file": "synonyms.txt", "sha256": lexicon.sha256, "groups": len(lexicon.groups),
+                                    "context_groups": len(lexicon.context_groups)}
     vac = dedup({"vacuum cleaner": [rec("vacuum cleaner", "loud vacuuming"), rec("vacuum cleaner", "loud vacuum cleaner")]}, minilm)
     assert vac.rejected[0].source["dedup_synonyms"] == "loud vacuuming / loud vacuum cleaner"
     # switched off, MiniLM alone keeps both ("baby"/"infant" are far apart in it)
@@ -370,6 +373,26 @@ def test_synonym_rule_reason_scores_and_switch(minilm, lexicon, tmp_path):
     # another lexicon file
     own = dedup(inp, minilm, synonyms=write_lexicon(tmp_path, "baby, newborn\n"))
     assert own.rejected == [] and own.info["synonyms"]["groups"] == 1
+
+
+def test_context_groups_apply_only_under_their_class(minilm, tmp_path):
+    own = Lexicon(write_lexicon(tmp_path, "baby, infant\n@ helicopter, chopper\n@ rooster, cock\n"))
+    assert own.groups == [["baby", "infant"]] and own.context_groups == [["helicopter", "chopper"], ["rooster", "cock"]]
+    heli = own.for_class("helicopter")
+    assert content_key("chopper flying", heli) == ("fly", "helicopter") == content_key("helicopter flying", heli)
+    assert content_key("chopper flying", own) == ("chopper", "fly")
+    assert own.for_class("cleaver") is own and own.for_class("helicopter") is heli  # derived once
+    assert content_key("infant crying", heli) == ("baby", "cry")  # the main groups stay
+    pair = ["helicopter flying overhead", "chopper flying overhead"]
+    out = dedup({"helicopter": [rec("helicopter", t) for t in pair], "kitchen": [rec("kitchen", t) for t in pair]},
+                minilm, synonyms=own)
+    (dup,) = out.rejected
+    assert (dup.class_, dup.text, dup.source["dedup_rule"]) == ("helicopter", "chopper flying overhead", "synonym")
+    assert dup.source["dedup_synonyms"] == "helicopter / chopper"
+    assert [r.text for r in out.kept["kitchen"]] == pair  # a cleaver, perhaps
+    assert out.info["synonyms"]["context_groups"] == 2
+    with pytest.raises(ValueError, match=r"words\.txt:3: entry 'chopper' is already listed as 'chopper' on line 2"):
+        Lexicon(write_lexicon(tmp_path, "chopper, cleaver\n@ helicopter, chopper\n"))
 
 
 def test_cross_class_flags_use_the_lexicon(minilm):

@@ -18,8 +18,8 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
              "baby crying"), with the same cosine floor as `key`; the words it mapped are kept
              in `source["dedup_synonyms"]` ("infant / baby"). MiniLM alone cannot make these:
              "baby"/"infant" are farther apart in it than "dog"/"puppy". The lexicon's
-             class-context groups apply only under a class whose name holds one of their
-             entries ("chopper" is a helicopter under `helicopter`, `Lexicon.for_class`);
+             class-context groups apply only under a class whose name holds their first
+             entry ("chopper" is a helicopter under `helicopter`, `Lexicon.for_class`);
   `semantic` the content words differ by a substitution (each phrase has words the other
              lacks) whose two sides are near-synonyms: phrase cosine >= `threshold`
              (scores["dedup_sim"]) and cosine of the substituted words >= `word_threshold`
@@ -233,9 +233,10 @@ class Lexicon:
     Entries are read as candidates are (content_words, then stem), so one entry covers its
     inflections; an entry of several words matches those content words in that order. Every
     entry maps to the stems of its group's canonical entry. A line that starts with "@" holds a
-    class-context group: it applies only under a class whose name contains one of its entries
+    class-context group: it applies only under a class whose name contains its first entry
     (`for_class`), where the class name fixes the sense of a word that has another one
-    elsewhere ("@ helicopter, chopper"). A file that would make the mapping ambiguous is
+    elsewhere ("@ helicopter, chopper"); its first entry may be one of a main group, whose
+    canonical form it then takes and whose entries select it too. A file that would make the mapping ambiguous is
     refused, naming the file and line: a group of one entry, an entry with no content word, an
     entry listed twice (context groups included), a canonical entry using a word that another
     group maps.
@@ -252,59 +253,77 @@ class Lexicon:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ValueError(f"synonym lexicon {path}: not UTF-8 ({e})") from None
+        lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+        # the main groups first, so that a context group may start with an entry of one of them
+        lines = [(n, line, False) for n, line in lines if not line.startswith("@")] + \
+                [(n, line[1:], True) for n, line in lines if line.startswith("@")]
         groups: list[tuple[int, list[tuple[str, tuple[str, ...]]]]] = []
-        context_lines: set[int] = set()
         where: dict[tuple[str, ...], tuple[int, str]] = {}
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            if line.lstrip().startswith("@"):
-                context_lines.add(n)
-                line = line.lstrip()[1:]
+        main_lines: set[int] = set()
+        anchor: dict[int, int] = {}  # context line -> the main line its first entry is from
+        for n, line, context in lines:
             entries = []
-            for entry in (e.strip() for e in line.split(",")):
+            for k, entry in enumerate(e.strip() for e in line.split(",")):
                 stems = tuple(stem(w) for w in content_words(entry))
                 if not stems:
                     raise ValueError(f"synonym lexicon {path}:{n}: entry {entry!r} has no content word")
                 if stems in where:
                     m, other = where[stems]
-                    raise ValueError(f"synonym lexicon {path}:{n}: entry {entry!r} is already listed as {other!r} on line {m}")
-                where[stems] = (n, entry)
+                    if not (context and k == 0 and m in main_lines):
+                        raise ValueError(f"synonym lexicon {path}:{n}: entry {entry!r} is already listed as {other!r} on line {m}")
+                    anchor[n] = m  # "@ helicopter, chopper" with "helicopter, copter" on line m
+                else:
+                    where[stems] = (n, entry)
                 entries.append((entry, stems))
             if len(entries) < 2:
                 raise ValueError(f"synonym lexicon {path}:{n}: a group needs at least two entries, got {line.strip()!r}")
             groups.append((n, entries))
+            if not context:
+                main_lines.add(n)
+        by_line = dict(groups)
         canonical_of = {n: entries[0][1] for n, entries in groups}
+        for n, m in anchor.items():
+            canonical_of[n] = canonical_of[m]
         self._map: dict[tuple[str, ...], tuple[str, ...]] = {}
         for n, entries in groups:
-            canonical = entries[0][1]
+            canonical = canonical_of[n]
             for w in canonical:
                 # "cell phone" must not keep "phone" when another line says "phone" is "telephone"
                 other = where.get((w,))
                 if other is not None and other[0] != n and canonical_of[other[0]] != (w,):
                     raise ValueError(f"synonym lexicon {path}:{n}: canonical entry {entries[0][0]!r} uses "
                                      f"{other[1]!r}, which line {other[0]} maps to another form")
-            if n not in context_lines:
+            if n in main_lines:
                 for _, stems in entries:
                     self._map[stems] = canonical
-        self.groups = [[e for e, _ in entries] for n, entries in groups if n not in context_lines]
-        self.context_groups = [[e for e, _ in entries] for n, entries in groups if n in context_lines]
-        self._context = [(n, [stems for _, stems in entries]) for n, entries in groups if n in context_lines]
+        self.groups = [[e for e, _ in entries] for n, entries in groups if n in main_lines]
+        self.context_groups = [[e for e, _ in entries] for n, entries in groups if n not in main_lines]
+        # (line, the entries that select it in a class name, the entries it maps, their canonical
+        # form). Only its first entry selects it, and for an anchored group its main group's
+        # entries ("angry" for "@ anger, mad"): the others are the words of two senses, and
+        # "plane" in "wood planing" must not make a plane an airplane.
+        self._context = [
+            (n, [entries[0][1]] + [st for _, st in by_line.get(anchor.get(n), [])],
+             [st for _, st in entries[1:]] if n in anchor else [st for _, st in entries], canonical_of[n])
+            for n, entries in groups if n not in main_lines
+        ]
         self._longest = max((len(k) for k in self._map), default=1)
         self._for_class: dict[tuple[int, ...], Lexicon] = {(): self}
 
     def for_class(self, name: str) -> Lexicon:
-        """This lexicon with the context groups that apply under the class `name` (those with an
-        entry whose words stand, in order, in the class name); itself when none does."""
+        """This lexicon with the context groups that apply under the class `name` (those whose
+        first entry, or an entry of the main group it starts from, stands in the class name, its
+        words in order); itself when none does."""
         words = tuple(stem(w) for w in content_words(name))
-        lines = tuple(n for n, entries in self._context
-                      if any(words[k:k + len(e)] == e for e in entries for k in range(len(words) - len(e) + 1)))
+        lines = tuple(n for n, selectors, _, _ in self._context
+                      if any(words[k:k + len(e)] == e for e in selectors for k in range(len(words) - len(e) + 1)))
         if lines not in self._for_class:
             derived = copy.copy(self)
             derived._map = dict(self._map)
-            for n, entries in self._context:
+            for n, _, entries, canonical in self._context:
                 if n in lines:
-                    derived._map.update((e, entries[0]) for e in entries)
+                    derived._map.update((e, canonical) for e in entries)
             derived._longest = max((len(k) for k in derived._map), default=1)
             self._for_class[lines] = derived
         return self._for_class[lines]

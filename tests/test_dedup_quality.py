@@ -393,6 +393,14 @@ def test_context_groups_apply_only_under_their_class(minilm, tmp_path):
     assert out.info["synonyms"]["context_groups"] == 2
     with pytest.raises(ValueError, match=r"words\.txt:3: entry 'chopper' is already listed as 'chopper' on line 2"):
         Lexicon(write_lexicon(tmp_path, "chopper, cleaver\n@ helicopter, chopper\n"))
+    # a context group may start from a main group: its canonical form, selected by its entries
+    # too; the word of two senses never selects it ("plane" in "wood planing" is the tool)
+    air = Lexicon(write_lexicon(tmp_path, "@ airplane, plane\nairplane, aeroplane\n"))
+    assert air.groups == [["airplane", "aeroplane"]] and air.context_groups == [["airplane", "plane"]]
+    assert content_key("plane taking off", air.for_class("aeroplane")) == content_key("airplane taking off", air)
+    assert air.for_class("wood planing") is air and content_key("plane", air) == ("plan",)
+    with pytest.raises(ValueError, match=r"words\.txt:3: entry 'airplane' is already listed as 'airplane' on line 2"):
+        Lexicon(write_lexicon(tmp_path, "@ airplane, plane\n@ airplane, jet\n"))
 
 
 def test_cross_class_flags_use_the_lexicon(minilm):

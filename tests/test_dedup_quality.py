@@ -29,16 +29,17 @@ DATA = Path(__file__).parent / "data"
 PAIRS = DATA / "dedup_pairs.tsv"
 FIELDS = ["label", "dataset", "class", "text_a", "text_b", "why"]
 # The labelled sets and the least precision and recall of "merge" each must keep at the
-# defaults. dedup_pairs.tsv is the set the goal is stated on (0.98 / 0.90). The rules were
-# revised against its misses, then against those of dedup_pairs_heldout.tsv, written apart from
-# it; dedup_pairs_final.tsv, written apart from both, was measured once the rules and the
-# lexicon were committed (recall 0.815 then), and the rules were revised once more for its
-# grammatical misses (an active that missed its passive: 0.877). The floors of those two are
-# their figures less one pair; benchmarks/dedup.py prints the figures and the misses.
+# defaults; each was written apart from the others, by meaning, with the labelling rule in its
+# header. dedup_pairs.tsv is the set the goal is stated on (0.98 / 0.90). The rules and the
+# lexicon were revised against the misses of the first three sets in turn, so their figures
+# are not blind; dedup_pairs_blind.tsv was measured once, after the last revision was
+# committed, and was not revised against (recall 0.846). The floors are the figures measured
+# then, less one pair; benchmarks/dedup.py prints the figures and the misses.
 SETS = {
     "dedup_pairs.tsv": (0.98, 0.90),
-    "dedup_pairs_heldout.tsv": (0.98, 0.86),
-    "dedup_pairs_final.tsv": (0.98, 0.85),
+    "dedup_pairs_heldout.tsv": (0.98, 0.93),
+    "dedup_pairs_final.tsv": (0.98, 0.91),
+    "dedup_pairs_blind.tsv": (0.98, 0.82),
 }
 
 

@@ -9,8 +9,8 @@ Per class, in rank order (the order the LLM gave them), a candidate is rejected 
   `exact`    the same normalized text (scores["dedup_sim"] 1.0);
   `key`      the same content key: the stemmed content words, word order ignored, filler
              ("sound of", "noise", "recording", articles, pronouns, an implicit agent, verbs
-             that only say a sound is given out: "played", "made") dropped, so "rooster crows loudly" = "loud rooster crowing";
-             or the same spelling key, the stems in text order without spaces ("gun fire" =
+             that only say a sound is given out: "played", "made") dropped, so "rooster crows
+             loudly" = "loud rooster crowing"; or the same spelling key, the stems in text order without spaces ("gun fire" =
              "gunfire"); the sentence-embedding cosine must still reach `key_threshold`
              (scores["dedup_sim"]), which catches stems that collide across senses;
   `synonym`  the same content key once every word of a synonym group of the domain lexicon
@@ -236,10 +236,10 @@ class Lexicon:
     class-context group: it applies only under a class whose name contains its first entry
     (`for_class`), where the class name fixes the sense of a word that has another one
     elsewhere ("@ helicopter, chopper"); its first entry may be one of a main group, whose
-    canonical form it then takes and whose entries select it too. A file that would make the mapping ambiguous is
-    refused, naming the file and line: a group of one entry, an entry with no content word, an
-    entry listed twice (context groups included), a canonical entry using a word that another
-    group maps.
+    canonical form it then takes and whose entries select it too. A file that would make the
+    mapping ambiguous is refused, naming the file and line: a group of one entry, an entry with
+    no content word, an entry listed twice (context groups included), a canonical entry using a
+    word that another group maps.
     """
 
     def __init__(self, path: str | Path):

@@ -7,7 +7,7 @@
 """
 from sept.neighbor_store.errors import IntegrityError, RefError, StoreError, ValidationError
 from sept.neighbor_store.records import KINDS, NeighborRecord, neighbor_id, normalize_text
-from sept.neighbor_store.store import Store, dataset_slug, split_ref
+from sept.neighbor_store.store import Store, split_ref
 from sept.neighbor_store.version import Margins, Version
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "StoreError",
     "ValidationError",
     "Version",
-    "dataset_slug",
     "neighbor_id",
     "normalize_text",
     "split_ref",

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sept.errors import SeptError
 
-class StoreError(Exception):
+
+class StoreError(SeptError):
     """Base class: anything the store refuses to do."""
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from sept.neighbor_store import redact
-from sept.neighbor_store.atomic import atomic_write
+from sept.atomic import atomic_write
 from sept.neighbor_store.errors import IntegrityError, ValidationError
 from sept.neighbor_store.records import NeighborRecord
 from sept.neighbor_store.version import MARGINS, Margins, sha256_bytes

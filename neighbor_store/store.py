@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slugify import slugify
+from sept.names import dataset_slug
 
 from sept.neighbor_store import margins as margin_files
 from sept.neighbor_store import tags as tag_file
@@ -44,12 +44,6 @@ from sept.neighbor_store.version import (
 DEFAULT_ROOT = "neighbor-store"
 
 
-def dataset_slug(dataset: str) -> str:
-    """Folder name of a dataset. Class and dataset names stay verbatim everywhere else."""
-    slug = slugify(dataset) if isinstance(dataset, str) else ""
-    if not slug:
-        raise StoreError(f"dataset name {dataset!r} has no usable folder name (slug is empty)")
-    return slug
 
 
 def split_ref(ref: str) -> tuple[str, str]:

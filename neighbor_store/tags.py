@@ -11,7 +11,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from sept.neighbor_store.atomic import atomic_write
+from sept.atomic import atomic_write
 from sept.neighbor_store.errors import IntegrityError, ValidationError
 from sept.neighbor_store.version import HEX, MIN_PREFIX
 

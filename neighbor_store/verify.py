@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def verify(store: "Store", target: str) -> list[tuple[str, list[str]]]:
     """`[(ref, problems)]` for one version (`DATASET@REF`) or every version of a dataset (`DATASET`)."""
-    from sept.neighbor_store.store import dataset_slug
+    from sept.names import dataset_slug
 
     if "@" in target:
         slug, vid = store.resolve(target)

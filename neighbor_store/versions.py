@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sept.neighbor_store import margins as margin_files
 from sept.neighbor_store import redact
-from sept.neighbor_store.atomic import fsync_write
+from sept.atomic import fsync_write
 from sept.neighbor_store.errors import RefError, ValidationError
 from sept.neighbor_store.jsonl import dumps_line
 from sept.neighbor_store.records import NeighborRecord, neighbor_id
@@ -194,7 +194,7 @@ def write(
     `cost` (per backend: requests, tokens, wall time) goes into the manifest but not into the
     id: the same neighbors generated again, from the cache or not, are the same version.
     """
-    from sept.neighbor_store.store import dataset_slug
+    from sept.names import dataset_slug
 
     slug = dataset_slug(dataset)
     classes = check_classes(classes)

@@ -19,15 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slugify import slugify
+from sept.names import dataset_slug
 
 CLASSLISTS = Path(__file__).parent / "classlists"
 PALM_SPLITS = ("train.csv", "test.csv")
-
-
-def dataset_slug(name: str) -> str:
-    """File-name form of a dataset name ("ESC50-Actions" -> "esc50-actions")."""
-    return slugify(name)
 
 
 def bundled_datasets() -> list[str]:

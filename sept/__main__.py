@@ -1,3 +1,3 @@
-from sept.cli import app
+from sept.cli import main
 
-app()
+main()

@@ -33,5 +33,18 @@ def _main(
 for part in (store_cli, pipeline_cli, trainer_cli, flows_cli):
     part.register(app)
 
+
+def main() -> None:
+    """The console script: a `SeptError` (anything the user can fix) is one line on stderr and
+    exit code 1; any other exception is a bug and keeps its traceback."""
+    from sept.errors import SeptError
+
+    try:
+        app()  # click handles its own usage errors and exits; anything else comes out here
+    except SeptError as e:
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -446,7 +446,7 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
     store = str(Path(spec.store).expanduser().resolve()) if spec.store else None
     trained = names if spec.protocol == "base2new" else [spec.source]
     targets = [str(folders[t]) for t in spec.targets] if spec.protocol == "cross" else []
-    from sept.neighbor_store import dataset_slug
+    from sept.names import dataset_slug
 
     for dataset in trained:
         folder = folders[dataset]

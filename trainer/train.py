@@ -61,7 +61,7 @@ def seed_everything(seed: int) -> None:
 def run_name(cfg: TrainConfig, dataset: str) -> str:
     if cfg.run_name:
         return cfg.run_name
-    from sept.neighbor_store import dataset_slug
+    from sept.names import dataset_slug
 
     parts = [dataset_slug(dataset), cfg.method + ("-dept" if cfg.dept else "")]
     if cfg.fold is not None:

@@ -14,7 +14,7 @@ from sept.clap.audio import CLIP_SAMPLES, CROP_MODES, SAMPLE_RATE, mel_spectrogr
 from sept.clap.factory import (
     ROBERTA_BASE, TOKENIZER_ENV, TOKENIZER_FILES, BackboneError, BackboneFileError, build_clap, file_sha256,
     find_tokenizer_dir, fingerprint, get_backbone, import_laion_clap, keep_backbone, load_backbone,
-    load_checkpoint_into, load_tokenizer, offline_hub, read_checkpoint,
+    load_checkpoint_into, load_tokenizer, offline_hub, read_checkpoint, UntrustedCheckpointError,
 )
 from sept.clap.model import CONTEXT_LENGTH, ClapBackbone
 
@@ -23,5 +23,5 @@ __all__ = [
     "TOKENIZER_FILES", "BackboneError", "BackboneFileError", "ClapBackbone", "build_clap", "file_sha256",
     "find_tokenizer_dir", "fingerprint", "get_backbone", "import_laion_clap", "keep_backbone",
     "load_backbone", "load_checkpoint_into", "load_tokenizer", "mel_spectrogram", "offline_hub",
-    "read_audio", "read_checkpoint", "to_clap_rate", "to_mono",
+    "read_audio", "read_checkpoint", "to_clap_rate", "to_mono", "UntrustedCheckpointError",
 ]

@@ -17,6 +17,19 @@ The backbone offers three calls:
 
 `fingerprint` identifies the encoder (checkpoint content, options, tokenizer files); margins
 and feature caches are keyed by it.
+
+Checkpoints are read without pickle: `.safetensors` files, and `.pt` files that torch's
+`weights_only` loader accepts (tensors and plain containers only). A `.pt` file that pickles
+other objects (released LAION-CLAP checkpoints pickle training state beside the weights) could
+run code when unpickled, so it is refused with `UntrustedCheckpointError` unless the caller
+passes `trust_checkpoint=True` (the `--trust-checkpoint` option, `trust_checkpoint: true` in a
+config). `sept clap convert CKPT OUT.safetensors` unpickles such a file once, on purpose, and
+writes its weights as safetensors, which load safely from then on.
+
+The fingerprint hashes the checkpoint file's bytes, so a converted file has a fingerprint of
+its own, different from the original's, although it loads the same weights: margins and feature
+caches keyed by the original are computed again once for the converted file. (Hashing the file,
+not the unpickled tensors, is what lets `fingerprint` name a file without ever unpickling it.)
 """
 from __future__ import annotations
 
@@ -25,6 +38,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import sys
 import threading
 from pathlib import Path
@@ -33,6 +47,7 @@ from typing import Iterator
 import torch
 
 from sept.clap.model import ClapBackbone
+from sept.errors import SeptError
 
 TOKENIZER_ENV = "SEPT_ROBERTA_TOKENIZER"
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
@@ -49,12 +64,16 @@ FINGERPRINT_VERSION = 1
 _NON_PERSISTENT = ("text_branch.embeddings.position_ids", "text_branch.embeddings.token_type_ids")
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SeptError, RuntimeError):
     """The CLAP backbone cannot be built from what was given."""
 
 
 class BackboneFileError(BackboneError, FileNotFoundError):
     """A file the backbone needs (checkpoint, tokenizer) is missing."""
+
+
+class UntrustedCheckpointError(BackboneError):
+    """A `.pt` checkpoint holds pickled objects besides tensors and was not marked as trusted."""
 
 
 # --------------------------------------------------------------------------- hub-free laion-clap
@@ -208,11 +227,29 @@ def _missing_checkpoint_message(path: Path) -> str:
     )
 
 
-def read_checkpoint(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+def _untrusted_message(path: Path, reason: str) -> str:
+    return (
+        f"CLAP checkpoint {path} pickles objects besides tensors ({reason}); unpickling it can run "
+        f"code, so it is not loaded without trust. Either pass --trust-checkpoint "
+        f"(trust_checkpoint=true in a config) if you trust where the file comes from, or convert "
+        f"it once with `sept clap convert {path} {path.with_suffix('.safetensors')}` and use the "
+        f".safetensors file, which loads without pickle."
+    )
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's long weights_only refusal that names the offending object."""
+    match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global.*)?$", str(error), re.M)
+    return match.group(1).strip() if match else type(error).__name__
+
+
+def read_checkpoint(checkpoint: str | Path, *, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """The CLAP state dict of an official-format checkpoint, with keys as `CLAP.state_dict()` names them.
 
     Accepts an optional {"state_dict": ...} wrapper and an optional DataParallel `module.` prefix;
-    `.safetensors` files hold the state dict directly.
+    `.safetensors` files hold the state dict directly. A `.pt` file that torch's `weights_only`
+    loader refuses raises `UntrustedCheckpointError` unless `trust_checkpoint` is true, in which
+    case it is unpickled in full (and may run code).
     """
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -224,9 +261,12 @@ def read_checkpoint(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     else:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as e:
             # Released LAION-CLAP checkpoints may pickle training objects beside the weights;
-            # laion-clap itself loads them with weights_only=False.
+            # laion-clap itself loads them with weights_only=False, which runs whatever the
+            # pickle names. That is done only on the caller's word.
+            if not trust_checkpoint:
+                raise UntrustedCheckpointError(_untrusted_message(path, _unpickling_reason(e))) from None
             content = torch.load(path, map_location="cpu", weights_only=False)
         except RuntimeError:
             # Legacy (non-zip) serialization cannot be memory-mapped.
@@ -239,9 +279,11 @@ def read_checkpoint(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in content.items()}
 
 
-def load_checkpoint_into(model: torch.nn.Module, checkpoint: str | Path, amodel: str, enable_fusion: bool) -> None:
-    """Fill `model` with the checkpoint's weights (strict), explaining a mismatch of options."""
-    state = read_checkpoint(checkpoint)
+def load_checkpoint_into(model: torch.nn.Module, checkpoint: str | Path, amodel: str, enable_fusion: bool, *,
+                         trust_checkpoint: bool = False) -> None:
+    """Fill `model` with the checkpoint's weights (strict), explaining a mismatch of options.
+    `trust_checkpoint` as in `read_checkpoint`."""
+    state = read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
     expected = model.state_dict()
     for key in _NON_PERSISTENT:
         if key in state and key not in expected:
@@ -306,7 +348,8 @@ def fingerprint(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fusio
 # --------------------------------------------------------------------------- loading
 
 def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fusion: bool = False,
-                  tokenizer: str | Path | None = None, device: str = "cpu") -> ClapBackbone:
+                  tokenizer: str | Path | None = None, device: str = "cpu", *,
+                  trust_checkpoint: bool = False) -> ClapBackbone:
     """Build laion-clap's CLAP from a checkpoint file, frozen and in eval mode, without any hub.
 
     checkpoint: LAION-CLAP checkpoint ({"state_dict": ...} or bare, `module.` prefix or not,
@@ -315,6 +358,8 @@ def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fus
     enable_fusion: the feature-fusion audio tower (the *-fusion-* checkpoints).
     tokenizer: folder with roberta-base's vocab.json + merges.txt; default $SEPT_ROBERTA_TOKENIZER,
         else the local Hugging Face cache of roberta-base.
+    trust_checkpoint: unpickle a `.pt` checkpoint that holds objects besides tensors (can run
+        code); without it such a file raises `UntrustedCheckpointError`.
     """
     # Fail on missing files before the slow build.
     path = Path(checkpoint).expanduser()
@@ -325,7 +370,7 @@ def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fus
     # Hashed now, not on first use: it must describe the weights loaded, even if the file changes later.
     encoder_fingerprint = fingerprint(path, amodel, enable_fusion, tokenizer_dir)
     model, model_cfg = build_clap(amodel, enable_fusion, device)
-    load_checkpoint_into(model, path, amodel, enable_fusion)
+    load_checkpoint_into(model, path, amodel, enable_fusion, trust_checkpoint=trust_checkpoint)
     model.eval()
     model.requires_grad_(False)
     if len(text_tokenizer) > model.text_branch.embeddings.word_embeddings.num_embeddings:
@@ -353,10 +398,13 @@ def _backbone_key(checkpoint, amodel: str, enable_fusion: bool, tokenizer_dir, d
 
 
 def get_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fusion: bool = False,
-                 tokenizer: str | Path | None = None, device: str = "cpu") -> ClapBackbone:
+                 tokenizer: str | Path | None = None, device: str = "cpu", *,
+                 trust_checkpoint: bool = False) -> ClapBackbone:
     """`load_backbone` with these options, loaded once per process (thread-safe).
 
-    The key holds the checkpoint's resolved path, size and mtime, so a rewritten file loads anew."""
+    The key holds the checkpoint's resolved path, size and mtime, so a rewritten file loads anew.
+    `trust_checkpoint` is not part of the key: it decides whether an untrusted file may be read
+    at all, and a backbone already loaded (on someone's trust) holds only tensors."""
     global load_count
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -366,7 +414,7 @@ def get_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fusi
         backbone = _BACKBONES.get(key)
         if backbone is None:
             backbone = load_backbone(path, amodel=amodel, enable_fusion=enable_fusion, tokenizer=tokenizer,
-                                     device=device)
+                                     device=device, trust_checkpoint=trust_checkpoint)
             load_count += 1
             _BACKBONES[key] = backbone
         return backbone

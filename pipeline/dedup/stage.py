@@ -78,7 +78,7 @@ DEFAULT_THRESHOLD = 0.85
 WORD_THRESHOLD = 0.815
 KEY_DISTANCE_FACTOR = 3.5
 # The shipped synonym lexicon (package data); its header states the rule for inclusion.
-SYNONYMS = Path(__file__).parent / "lexicon" / "synonyms.txt"
+SYNONYMS = Path(__file__).parent.parent / "lexicon" / "synonyms.txt"
 
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")

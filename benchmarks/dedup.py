@@ -24,7 +24,6 @@ against, which tells how far the rules generalize.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sept.neighbor_store.records import NeighborRecord
-from sept.pipeline.dedup import StageResult, keep, reject
+from sept.pipeline.verdicts import StageResult, keep, reject
 from sept.pipeline.margins import encode_templated
 
 if TYPE_CHECKING:

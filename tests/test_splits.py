@@ -52,7 +52,8 @@ def test_file_policy_reads_and_orders(tmp_path):
     ({"base": ["dog", "cat"], "new": ["rain", "siren"]}, "'cat' not a class of the dataset"),
     ({"base": ["dog"], "new": ["rain"]}, "'siren' in neither 'base' nor 'new'"),
     ({"base": ["dog", "rain", "siren"], "new": []}, "at least one class"),
-    ({"base": ["dog"], "novel": ["rain", "siren"]}, "new: Field required"),
+    ({"base": ["dog"], "newer": ["rain", "siren"]}, "new: Field required"),
+    ({"base": ["dog"], "new": ["rain"], "novel": ["siren"]}, "novel: Extra inputs are not permitted"),
 ])
 def test_file_policy_errors_name_the_class_and_file(tmp_path, content, needle):
     path = tmp_path / "bad.json"
@@ -63,7 +64,7 @@ def test_file_policy_errors_name_the_class_and_file(tmp_path, content, needle):
 
 
 def test_bad_policy_and_missing_file(tmp_path):
-    with pytest.raises(SplitError, match="expected sorted, shuffled or file:PATH"):
+    with pytest.raises(SplitError, match="expected sorted, shuffled, zebra or file:PATH"):
         resolve_split(["a", "b"], "random")
     with pytest.raises(SplitError, match="does not exist"):
         resolve_split(["a", "b"], f"file:{tmp_path / 'none.json'}")

@@ -5,6 +5,7 @@ Each part owns its verbs in its own `cli.py` and exposes `register(app)`. Heavy 
 """
 import typer
 
+from sept.clap import cli as clap_cli
 from sept.flows import cli as flows_cli
 from sept.neighbor_store import cli as store_cli
 from sept.pipeline import cli as pipeline_cli
@@ -30,7 +31,7 @@ def _main(
         raise typer.Exit()
 
 
-for part in (store_cli, pipeline_cli, trainer_cli, flows_cli):
+for part in (store_cli, pipeline_cli, trainer_cli, flows_cli, clap_cli):
     part.register(app)
 
 

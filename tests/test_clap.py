@@ -1,6 +1,11 @@
 """sept.clap: parity with laion-clap's own API on the same random-weight checkpoint,
-checkpoint formats, tokenizer lookup, fingerprints, audio input handling."""
+checkpoint formats, pickled checkpoints only on trust, `sept clap convert`, tokenizer lookup,
+fingerprints, audio input handling."""
+import argparse
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,10 +13,11 @@ import soundfile
 import torch
 
 from sept.clap import (
-    CLIP_SAMPLES, SAMPLE_RATE, TOKENIZER_ENV, BackboneError, BackboneFileError,
-    file_sha256, find_tokenizer_dir, fingerprint, load_backbone, load_checkpoint_into, mel_spectrogram,
-    offline_hub, read_checkpoint,
+    CLIP_SAMPLES, SAMPLE_RATE, TOKENIZER_ENV, BackboneError, BackboneFileError, UntrustedCheckpointError,
+    convert_checkpoint, file_sha256, find_tokenizer_dir, fingerprint, get_backbone, load_backbone,
+    load_checkpoint_into, mel_spectrogram, offline_hub, read_checkpoint,
 )
+from sept.errors import SeptError
 from sept.clap.model import length_buckets
 
 TEXTS = [
@@ -215,6 +221,118 @@ def test_checkpoint_of_other_options_is_explained(backbone, tmp_path):
     torch.save({"epoch": 3}, broken)
     with pytest.raises(BackboneError, match="not-clap.pt"):
         read_checkpoint(broken)
+
+
+# ----------------------------------------------------------------------------- pickled checkpoints
+
+class MarkerPayload:
+    """Unpickling this object creates the folder `marker`: proof that the pickle's code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker, 0o777, True))
+
+
+@pytest.fixture(scope="module")
+def pickled_checkpoint(clap_checkpoint, tmp_path_factory):
+    """The session's weights as a released checkpoint pickles them: {"state_dict": ...} beside a
+    training object (argparse.Namespace) and a payload whose unpickling leaves a marker folder."""
+    folder = tmp_path_factory.mktemp("pickled")
+    marker = folder / "payload-ran"
+    state = torch.load(clap_checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    path = folder / "released.pt"
+    torch.save({"state_dict": state, "args": argparse.Namespace(amodel="HTSAT-tiny"), "epoch": 45,
+                "payload": MarkerPayload(marker)}, path)
+    return path, marker
+
+
+def test_pickled_checkpoint_is_refused_without_trust_and_nothing_runs(pickled_checkpoint, clap_tokenizer_dir):
+    path, marker = pickled_checkpoint
+    shutil.rmtree(marker, ignore_errors=True)
+    refusals = {
+        "read_checkpoint": lambda: read_checkpoint(path),
+        "load_backbone": lambda: load_backbone(path, tokenizer=clap_tokenizer_dir),
+        "get_backbone": lambda: get_backbone(path, tokenizer=clap_tokenizer_dir),
+    }
+    for name, call in refusals.items():
+        with pytest.raises(UntrustedCheckpointError) as error:
+            call()
+        message = str(error.value)
+        assert isinstance(error.value, SeptError), name
+        assert str(path) in message, name
+        assert "--trust-checkpoint" in message and "trust_checkpoint=true" in message, name
+        assert f"sept clap convert {path} " in message and ".safetensors" in message, name
+        assert not marker.exists(), f"{name} ran the pickle's code"
+
+
+def test_pickled_checkpoint_loads_on_trust(pickled_checkpoint, backbone, clap_checkpoint):
+    path, marker = pickled_checkpoint
+    shutil.rmtree(marker, ignore_errors=True)
+    reference = read_checkpoint(clap_checkpoint)
+    state = read_checkpoint(path, trust_checkpoint=True)
+    assert marker.is_dir()            # trust means a full unpickle, payload included
+    assert set(state) == set(reference) and all(torch.equal(state[k], reference[k]) for k in reference)
+    expected = backbone.encode_text(TEXTS[:4])
+    load_checkpoint_into(backbone.model, path, "HTSAT-tiny", False, trust_checkpoint=True)   # same weights
+    assert torch.equal(backbone.encode_text(TEXTS[:4]), expected)
+
+
+def test_converted_checkpoint_loads_safely_with_the_same_weights(pickled_checkpoint, backbone, clap_checkpoint,
+                                                                 clap_tokenizer_dir, tmp_path):
+    path, marker = pickled_checkpoint
+    out = tmp_path / "released.safetensors"
+    assert convert_checkpoint(path, out) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["released.safetensors"]   # no temp file left
+    shutil.rmtree(marker, ignore_errors=True)
+    state = read_checkpoint(out)           # no trust needed, nothing unpickled
+    assert not marker.exists()
+    reference = read_checkpoint(clap_checkpoint)
+    assert set(state) == set(reference) and all(torch.equal(state[k], reference[k]) for k in reference)
+    expected_text = backbone.encode_text(TEXTS[:4])
+    expected_audio = backbone.encode_audio([tone(3.0)], sample_rate=SAMPLE_RATE)
+    load_checkpoint_into(backbone.model, out, "HTSAT-tiny", False)
+    assert torch.equal(backbone.encode_text(TEXTS[:4]), expected_text)
+    assert torch.equal(backbone.encode_audio([tone(3.0)], sample_rate=SAMPLE_RATE), expected_audio)
+    # The fingerprint names the file's bytes: a converted file is an encoder file of its own.
+    assert fingerprint(out, tokenizer=clap_tokenizer_dir) != fingerprint(path, tokenizer=clap_tokenizer_dir)
+    assert fingerprint(out, tokenizer=clap_tokenizer_dir) == fingerprint(out, tokenizer=clap_tokenizer_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["sept.source_sha256"] == file_sha256(path)
+
+
+def test_convert_output_must_be_safetensors(pickled_checkpoint, tmp_path):
+    path, _ = pickled_checkpoint
+    with pytest.raises(BackboneError, match="out.pt must end in .safetensors"):
+        convert_checkpoint(path, tmp_path / "out.pt")
+    with pytest.raises(BackboneFileError, match="missing.pt"):
+        convert_checkpoint(tmp_path / "missing.pt", tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _sept(*args):
+    """The `sept` console script, as a user runs it (SeptError -> one line, exit 1)."""
+    return subprocess.run([sys.executable, "-m", "sept", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sept_clap_convert_command(pickled_checkpoint, tmp_path):
+    path, _ = pickled_checkpoint
+    out = tmp_path / "converted.safetensors"
+    done = _sept("clap", "convert", str(path), str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(out)
+    reference = read_checkpoint(path, trust_checkpoint=True)
+    state = read_checkpoint(out)
+    assert set(state) == set(reference) and all(torch.equal(state[k], reference[k]) for k in reference)
+
+    refused = _sept("clap", "convert", str(path), str(tmp_path / "converted.bin"))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and "converted.bin must end in .safetensors" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 # ----------------------------------------------------------------------------- missing files

@@ -46,6 +46,7 @@ from typing import Iterator
 
 import torch
 
+from sept.atomic import atomic_save
 from sept.clap.model import ClapBackbone
 from sept.errors import SeptError
 
@@ -283,7 +284,12 @@ def load_checkpoint_into(model: torch.nn.Module, checkpoint: str | Path, amodel:
                          trust_checkpoint: bool = False) -> None:
     """Fill `model` with the checkpoint's weights (strict), explaining a mismatch of options.
     `trust_checkpoint` as in `read_checkpoint`."""
-    state = read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
+    _load_state_into(model, read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint), checkpoint, amodel,
+                     enable_fusion)
+
+
+def _load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path, amodel: str,
+                     enable_fusion: bool) -> None:
     expected = model.state_dict()
     for key in _NON_PERSISTENT:
         if key in state and key not in expected:
@@ -307,6 +313,41 @@ def load_checkpoint_into(model: torch.nn.Module, checkpoint: str | Path, amodel:
         raise BackboneError(f"checkpoint {checkpoint} does not fit amodel={amodel} enable_fusion={enable_fusion}: "
                             f"{detail}.{hint}")
     model.load_state_dict(state, strict=True)
+
+
+def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Unpickle `checkpoint` (this call is the trust) and write its CLAP state dict to `out`,
+    a `.safetensors` file, atomically.
+
+    The state dict is the one `read_checkpoint` returns: `state_dict` wrapper and `module.`
+    prefixes removed, every other pickled object dropped. The file's metadata records the
+    source's name and sha256. `out` loads without pickle and gives the same weights; its
+    fingerprint is its own (see the module docstring).
+    """
+    from safetensors.torch import save_file
+
+    source = Path(checkpoint).expanduser()
+    target = Path(out).expanduser()
+    if target.suffix != ".safetensors":
+        raise BackboneError(f"convert output {target} must end in .safetensors (the loader picks the format by suffix)")
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise BackboneError(f"convert output {target} is the checkpoint itself; name another file")
+    state = read_checkpoint(source, trust_checkpoint=True)
+    # safetensors stores each tensor's own bytes: views sharing storage and strided tensors
+    # are written as separate, contiguous copies.
+    seen: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        value = value.detach()
+        pointer = value.untyped_storage().data_ptr() if value.numel() else None
+        if pointer is not None and pointer in seen:
+            value = value.clone()
+        elif pointer is not None:
+            seen.add(pointer)
+        tensors[key] = value.contiguous()
+    metadata = {"format": "pt", "sept.converted_from": source.name, "sept.source_sha256": file_sha256(source)}
+    atomic_save(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return target
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -369,8 +410,11 @@ def load_backbone(checkpoint: str | Path, amodel: str = "HTSAT-tiny", enable_fus
     text_tokenizer = load_tokenizer(tokenizer_dir)
     # Hashed now, not on first use: it must describe the weights loaded, even if the file changes later.
     encoder_fingerprint = fingerprint(path, amodel, enable_fusion, tokenizer_dir)
+    # Read (memory-mapped) before the build, so an untrusted pickle is refused at once.
+    state = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     model, model_cfg = build_clap(amodel, enable_fusion, device)
-    load_checkpoint_into(model, path, amodel, enable_fusion, trust_checkpoint=trust_checkpoint)
+    _load_state_into(model, state, path, amodel, enable_fusion)
+    del state
     model.eval()
     model.requires_grad_(False)
     if len(text_tokenizer) > model.text_branch.embeddings.word_embeddings.num_embeddings:

@@ -7,10 +7,11 @@ through the same path users take (`sept.clap.load_backbone`):
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from sept.atomic import atomic_save
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # ids 0-4, as in roberta-base
 
@@ -78,14 +79,12 @@ def write_random_checkpoint(path: str | Path, amodel: str = "HTSAT-tiny", enable
     state = {f"module.{key}": value for key, value in model.state_dict().items()}
     state["module.text_branch.embeddings.position_ids"] = torch.arange(ROBERTA_BASE["max_position_embeddings"])[None]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+
+    def save(tmp: Path) -> None:
         # Through a file object, so the archive's inner folder name is fixed, not taken from the
         # (per-process) temp name: one seed gives the same bytes, hence the same fingerprint.
-        with open(partial, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save({"state_dict": state}, f)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    atomic_save(path, save)
     return path

@@ -197,7 +197,7 @@ def main() -> None:
                       PREFECT_LOGGING_LEVEL="WARNING")
     try:
         root, checkpoint, store = prepare(work)
-        from sept.trainer.bench import plan_bench, spec_from
+        from sept.sweeps import plan_bench, spec_from
 
         options = [f"epochs={a.epochs}", "shots=1", "n_ctx=4", "batch_size=4", "device=cpu",
                    f"cache_dir={work / 'audio-cache'}"]

@@ -164,7 +164,7 @@ _B_OPTIONS = typer.Argument(None, help="Training options for every run as key=va
 def _bench(protocol: str, given: dict, out: Optional[Path], store: Optional[Path], task_runner: str,
            ray_address: Optional[str], ray_workers: int, num_gpus: Optional[float], dry_run: bool, generate: bool,
            generate_args: Optional[list[str]], quiet: bool) -> None:
-    from sept.trainer.bench import BenchError, plan_bench, spec_from
+    from sept.sweeps import BenchError, plan_bench, spec_from
 
     values = {k: v for k, v in given.items() if v is not None}
     values.update(protocol=protocol, out=str(out or Path("bench") / protocol))
@@ -197,7 +197,7 @@ def _generate_missing(spec, plan, generate_args: list[str]):
     import subprocess
     import sys
 
-    from sept.trainer.bench import plan_bench
+    from sept.sweeps import plan_bench
 
     for arm in ("on", "random"):
         for missing in [m for m in plan.missing if m.arm == arm]:

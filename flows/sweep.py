@@ -5,7 +5,7 @@
     prefect deployment run 'train-sweep/default' --param datasets_root=Audio-Datasets \\
         --param methods=coop,kgcoop --param neighbors=base-v1 --watch
 
-Planning, aggregation and the bench folder's files come from sept.trainer.bench; this module only
+Planning, aggregation and the bench folder's files come from sept.sweeps; this module only
 runs them: a run whose results.json holds the same config hash is skipped (a bench resumes), a
 failed run fails alone while the others go on, and the flow fails at the end listing every
 failed run with its reason, after the tables are written.
@@ -18,28 +18,24 @@ the ephemeral one.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-# Prefect loads this file by path; the task must come from the importable package (Ray workers
+# Prefect loads this file by path; the task comes from the installed package (Ray workers
 # unpickle it by module name).
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from sept.flows import sweep_tasks  # noqa: E402
-from sept.flows.params import ParameterError, clean_params  # noqa: E402
+from sept.errors import SeptError
+from sept.flows import sweep_tasks
+from sept.flows.params import ParameterError, clean_params
+from sept.sweeps import BenchError, load_record, plan_bench, spec_from, write_json, write_outputs
 
 TASK_RUNNERS = ("threads", "ray")
 SUMMARY = "summary.json"
 
 
-class SweepFailed(RuntimeError):
+class SweepFailed(SeptError, RuntimeError):
     """Some runs of the sweep failed; the others finished and the tables are written."""
 
 
@@ -171,8 +167,6 @@ def train_sweep(
     options: training key=value (METHOD.key=value for one method), space-separated or a list.
     num_gpus: GPUs per Ray task (fractional allowed); default 1 when this machine sees a GPU, else 0.
     """
-    from sept.trainer.bench import BenchError, load_record, plan_bench, spec_from, write_json, write_outputs
-
     logger = get_run_logger()
     t0 = time.time()
     # `prefect deployment run --param seeds=1` arrives as a number

@@ -18,6 +18,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from sept.errors import SeptError
+
+
+class SweepRunError(SeptError, RuntimeError):
+    """A planned run that cannot be trained as planned (its config no longer has its hash)."""
 
 
 @dataclass
@@ -64,13 +69,13 @@ def train_run_task(name: str, config: dict[str, Any], config_hash: str) -> dict[
     """Train and evaluate one run of the sweep (sept.trainer.train.train); returns where and when it
     ran. A run folder holding checkpoints of the same config continues from the latest one."""
     from sept.clap import factory
-    from sept.trainer.bench import config_hash as hash_of, write_sweep_info
-    from sept.trainer.config import config_from_dict
+    from sept.sweeps.records import write_sweep_info
+    from sept.trainer.config import config_from_dict, config_hash as hash_of
     from sept.trainer.train import latest_checkpoint, train
 
     cfg = config_from_dict(config)
     if hash_of(cfg) != config_hash:
-        raise RuntimeError(f"run {name}: its config does not match its hash {config_hash} (planned by another version?)")
+        raise SweepRunError(f"run {name}: its config does not match its hash {config_hash} (planned by another version?)")
     run_dir = Path(cfg.out_dir) / cfg.run_name
     resume = False
     if latest_checkpoint(run_dir) is not None and (run_dir / "config.json").is_file():

@@ -8,6 +8,5 @@
     metrics.py      accuracy, macro-F1, Base/New/H, seed summaries
     config.py       TrainConfig (defaults from PALM), YAML + key=value overrides
     train.py        the loop: train, checkpoints, resume, evaluation, transfer
-    bench.py        benchmark sweeps: run grid + config hashes, aggregation, tables, plots
     cli.py          `sept train`, `sept eval`
 """

@@ -8,6 +8,7 @@ method default. Validation, messages naming the field, JSON dumps and the JSON s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -251,3 +252,19 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 def dump(cfg: TrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+# fields that say where a run's outputs go or how often it reports, not what it computes
+HASH_EXCLUDED = ("out_dir", "run_name", "cache_dir", "device", "eval_every")
+
+
+def config_hash(config: TrainConfig | dict[str, Any]) -> str:
+    """The identity of a run: sha256 (hex, 16 chars) of the resolved config without HASH_EXCLUDED.
+
+    A saved config is re-validated first, so fields added to TrainConfig later (with defaults)
+    do not change the hash of an existing run. Sweeps skip a run whose results.json holds a
+    config of the same hash."""
+    cfg = config if isinstance(config, TrainConfig) else config_from_dict(config)
+    values = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    blob = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -88,57 +88,24 @@ def _atomic_json(path: Path, data: Any) -> None:
 
 # --------------------------------------------------------------------------- neighbors
 
-def _names(classes: list[str]) -> str:
-    return ", ".join(map(repr, classes))
-
-
 def check_neighbor_classes(version, dataset: str, dataset_classes: list[str], learner_classes: list[str],
                            split: Split | None, allow_visible_new: bool) -> dict[str, Any]:
     """Refuse a version that cannot serve this run; return what the run records about it.
 
-    The version must hold neighbors for every class the learner trains (a base-only version
-    serves base-to-new) and no class foreign to the dataset. Its visible classes (what its LLM
-    prompts, CLAP filter and audio check saw) must lie within the training classes: in
-    base-to-new a version that saw a new class is refused, naming those classes, unless
-    `allow_visible_new` (the leak ablation), which the results then record.
+    The check is the store's (`sept.neighbor_store.serving`, which the bench uses too): neighbors
+    for every class the learner trains, no class foreign to the dataset, and nothing seen outside
+    the training classes, unless `allow_visible_new` (the leak ablation), which the results then
+    record.
     """
-    from sept.splits import visible_classes_of
+    from sept.neighbor_store.serving import serving
 
-    only_version = [c for c in version.classes if c not in set(dataset_classes)]
-    lacking = [c for c in learner_classes if c not in set(version.classes)]
-    if only_version or lacking:
-        detail = []
-        if lacking:
-            whose = "base classes" if split is not None else "the dataset"
-            detail.append(f"in {whose} but not the version: {_names(lacking)}")
-        if only_version:
-            detail.append(f"in the version but not the dataset: {_names(only_version)}")
-        made = version.manifest.get("params", {}).get("split")
-        if split is not None and made:
-            detail.append(f"the version was made for split {made.get('policy')!r} part {made.get('part')!r}, "
-                          f"the run uses split {split.policy!r}")
-        raise TrainError(f"neighbor version {version.ref} does not match the training classes; " + "; ".join(detail))
-    visible = visible_classes_of(version.manifest)
-    seen = [c for c in visible if c not in set(learner_classes)]
-    info: dict[str, Any] = {"visible_classes": visible}
-    if seen:
-        if split is not None:
-            what = f"the new class(es) {_names([c for c in split.new if c in set(seen)])}"
-            others = [c for c in seen if c not in set(split.new)]
-            if others:
-                what += f" and class(es) foreign to the dataset {_names(others)}"
-            seed = f" --split-seed {split.seed}" if split.policy == "shuffled" else ""
-            fix = (f"make a base-only version: sept generate --dataset {dataset} --dataset-root <root> "
-                   f"--split base --split-policy {split.policy}{seed} --backend ... --model ...")
-        else:
-            what = f"class(es) outside the training classes {_names(seen)}"
-            fix = f"make a version that sees only {dataset}'s classes: sept generate --dataset {dataset} ..."
-        if not allow_visible_new:
-            raise TrainError(f"neighbor version {version.ref} saw {what} while it was made (its visible_classes); "
-                             f"training must not see them. {fix}; or set allow_visible_new=true for the leak ablation")
-        info["visible_new"] = seen
-        info["allow_visible_new"] = True
-    return info
+    served = serving(version, dataset_classes, learner_classes)
+    refusal = served.refusal(split, allow_seen=allow_visible_new)
+    if refusal is not None:
+        if served.covers:     # it saw classes outside the training: say how to make one that did not
+            refusal += f". {served.remedy(dataset, split)}; or set allow_visible_new=true for the leak ablation"
+        raise TrainError(refusal)
+    return served.record()
 
 
 def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learner_classes: list[str],

@@ -1,10 +1,11 @@
 """`sept store ...`: import, inspect, verify, diff and review neighbor versions.
 
 Every command that creates a version prints its reference (`dataset@id12`) as the last
-line of stdout, so scripts can take `| tail -n1`. Errors are one line on stderr, exit 1.
+line of stdout, so scripts can take `| tail -n1`. Errors the user can fix are one line on stderr, exit 1; a bug keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,15 +55,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+# OS errors about a path the user named or the store's folder (missing, not a folder, no
+# permission, disk full, read-only): the user fixes them, so they are one line. Any other
+# OSError (a bad file descriptor, an invalid argument) is a bug and keeps its traceback.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+_USER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Store errors and OS errors become one line on stderr and exit code 1, never a traceback."""
+    """Store errors, and OS errors about a named path, become one line on stderr and exit code 1."""
     try:
         yield
     except StoreError as e:
         _fail(str(e))
     except OSError as e:
-        _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        if not (isinstance(e, _USER_OS_ERRORS) or e.errno in _USER_ERRNOS) or not e.filename:
+            raise
+        _fail(f"{e.filename}: {e.strerror}")
 
 
 def _console():

@@ -6,6 +6,8 @@
 
 Margins are derived data: attaching them leaves the version's id and files untouched. The K axis
 is the version's accepted neighbors in neighbors.jsonl order, checked by id on write and read.
+The functions take a `Version` the store has read (and checked); this module never looks a
+version up itself.
 """
 from __future__ import annotations
 
@@ -14,18 +16,15 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock
 
+from sept.atomic import atomic_write, atomic_write_json
 from sept.neighbor_store import redact
-from sept.atomic import atomic_write
 from sept.neighbor_store.errors import IntegrityError, ValidationError
 from sept.neighbor_store.records import NeighborRecord
-from sept.neighbor_store.version import MARGINS, Margins, sha256_bytes
-
-if TYPE_CHECKING:
-    from sept.neighbor_store.store import Store
+from sept.neighbor_store.version import MARGINS, Margins, Version, jsonable, now, sha256_bytes
 
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -60,29 +59,25 @@ def margins_shape(data: bytes) -> list[int]:
     return list(load(data)["margins"].shape)
 
 
-def carry_plan(store: "Store", slug: str, parent: str | None, classes: list[str],
+def carry_plan(parent: Version | None, classes: list[str],
                neighbors: list[NeighborRecord]) -> tuple[Path | None, dict[str, Any]]:
-    """Which parent margin files a new version can carry over (None, or their dir) and its manifest note.
+    """Which margin files of the `parent` version a new version can carry over (None, or their
+    dir) and its manifest note. `parent` is None when there is none or it has no margins.
 
     Margins stay valid only when classes and accepted neighbors (ids and texts, in order) are the
     parent's; otherwise the note says they are stale and must be recomputed.
     """
-    if parent is None:
-        return None, {"status": "absent"}
-    pdir = store._version_dir(slug, parent) / MARGINS
-    fps = fingerprints(pdir.parent)
+    fps = fingerprints(parent.path) if parent is not None and parent.path is not None else []
     if not fps:
         return None, {"status": "absent"}
-    pm = store._manifest(slug, parent)
-    pv = store.read(f"{slug}@{parent}")
-    same = pm.get("classes") == classes and [(r.id, r.text) for r in pv.neighbors] == [
+    same = parent.classes == classes and [(r.id, r.text) for r in parent.neighbors] == [
         (r.id, r.text) for r in neighbors
     ]
     if same:
-        return pdir, {"status": "carried", "from": parent, "fingerprints": fps}
+        return parent.path / MARGINS, {"status": "carried", "from": parent.id, "fingerprints": fps}
     return None, {
         "status": "stale",
-        "from": parent,
+        "from": parent.id,
         "fingerprints": fps,
         "reason": "the classes or accepted neighbors differ from the parent's; recompute margins for this version",
     }
@@ -95,16 +90,13 @@ def copy_carried(margins_dir: Path, target: Path) -> None:
         shutil.copytree(margins_dir, target, ignore=shutil.ignore_patterns(".*"))
 
 
-def attach(store: "Store", ref: str, fingerprint: str, margins: Any, neighbor_ids: list[str],
+def attach(v: Version, fingerprint: str, margins: Any, neighbor_ids: list[str],
            meta: dict[str, Any] | None = None) -> Path:
-    """Store margins `[C, K]` of version `ref` under `fingerprint`; see `Store.attach_margins`."""
+    """Store margins `[C, K]` of version `v` under `fingerprint`; see `Store.attach_margins`."""
     import numpy as np
     from safetensors.numpy import save
 
-    from sept.neighbor_store.versions import jsonable, now
-
     check_fingerprint(fingerprint)
-    v = store.read(ref)
     if hasattr(margins, "detach"):
         margins = margins.detach().to("cpu").float().numpy()
     arr = np.ascontiguousarray(np.asarray(margins, dtype=np.float32))
@@ -137,14 +129,13 @@ def attach(store: "Store", ref: str, fingerprint: str, margins: Any, neighbor_id
             "shape": [C, K], "created_at": now(), "meta": meta}
     with FileLock(str(d / ".lock"), timeout=60):
         atomic_write(d / f"{fingerprint}.safetensors", data)
-        atomic_write(d / f"{fingerprint}.json", (json.dumps(side, ensure_ascii=False, indent=2) + "\n").encode())
+        atomic_write_json(d / f"{fingerprint}.json", side)
     return d / f"{fingerprint}.safetensors"
 
 
-def read(store: "Store", ref: str, fingerprint: str) -> Margins | None:
-    """Margins `[C, K]` (torch float32) of `ref` under `fingerprint`, or None if none were attached."""
+def read(v: Version, fingerprint: str) -> Margins | None:
+    """Margins `[C, K]` (torch float32) of version `v` under `fingerprint`, or None if none were attached."""
     check_fingerprint(fingerprint)
-    v = store.read(ref)
     d = v.path / MARGINS
     path = d / f"{fingerprint}.safetensors"
     if not path.is_file():

@@ -10,12 +10,11 @@ A version without scores (a human import) gets the last two only.
 from __future__ import annotations
 
 import io
-import os
 import re
-import uuid
 from collections import Counter
 from pathlib import Path
 
+from sept.atomic import atomic_write
 from sept.neighbor_store.version import Version
 
 COUNTS = "counts-per-class"
@@ -142,12 +141,6 @@ def write_plots(v: Version, out_dir: str | Path) -> list[Path]:
     for name in plot_names(v):
         data = render_plot(v, name)
         path = out / f"{name}.png"
-        tmp = out / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(path, data)
         written.append(path)
     return written

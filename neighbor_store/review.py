@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sept.atomic import atomic_write_json
 from sept.neighbor_store.errors import StoreError, ValidationError
 from sept.neighbor_store.jsonl import read_jsonl, write_jsonl
 from sept.neighbor_store.records import NeighborRecord, neighbor_id
 from sept.neighbor_store.store import Store
-from sept.neighbor_store.versions import check_classes
+from sept.neighbor_store.writer import check_classes
 from sept.neighbor_store.version import NEIGHBORS, REJECTED
 
 CHECKOUT = ".sept-checkout.json"
@@ -185,7 +186,8 @@ def checkout(store: Store, ref: str, directory: str | Path) -> Path:
         "classes": v.classes,
         "store": str(store.root.resolve()),
     }
-    (d / CHECKOUT).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    # written last and whole: a folder is a checkout only once both record files are in it
+    atomic_write_json(d / CHECKOUT, meta)
     return d
 
 

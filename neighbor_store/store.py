@@ -9,8 +9,10 @@ Layout (root defaults to `./neighbor-store`, or `$SEPT_STORE`):
     <root>/<dataset-slug>/tags.json
 
 `Store` is the one entry point. It resolves references and reads versions itself; writing
-(`versions`), tags (`tags`), margin attachments (`margins`) and verification (`verify`) live in
-their own modules, each a function of the store.
+(`writer`), tags (`tags`), margin attachments (`margins`) and verification (`verify`) live in
+their own modules, which work on folders and `Version`s and never import the store: the store
+calls them, never the other way round. `version_path`, `manifest` and `version_ids` are the
+public way to a version's folder and manifest.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from sept.names import dataset_slug
 from sept.neighbor_store import margins as margin_files
 from sept.neighbor_store import tags as tag_file
 from sept.neighbor_store import verify as verification
-from sept.neighbor_store import versions
+from sept.neighbor_store import writer
 from sept.neighbor_store.errors import IntegrityError, RefError, StoreError
 from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord
@@ -42,8 +44,6 @@ from sept.neighbor_store.version import (
 )
 
 DEFAULT_ROOT = "neighbor-store"
-
-
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -72,7 +72,8 @@ class Store:
     def _dataset_dir(self, dataset: str) -> Path:
         return self.root / dataset_slug(dataset)
 
-    def _version_dir(self, slug: str, version_id: str) -> Path:
+    def version_path(self, slug: str, version_id: str) -> Path:
+        """The folder of version `version_id` (full id) of dataset `slug`; it may not exist."""
         return self.root / slug / "versions" / version_id
 
     def datasets(self) -> list[str]:
@@ -81,15 +82,17 @@ class Store:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "versions").is_dir())
 
-    def _version_ids(self, slug: str) -> list[str]:
+    def version_ids(self, slug: str) -> list[str]:
+        """Full ids of the published versions of dataset `slug`, sorted."""
         d = self.root / slug / "versions"
         if not d.is_dir():
             return []
         # a published version always has its manifest: the directory appears by rename, complete
         return sorted(p.name for p in d.iterdir() if HEX64.match(p.name) and (p / MANIFEST).is_file())
 
-    def _manifest(self, slug: str, version_id: str) -> dict[str, Any]:
-        path = self._version_dir(slug, version_id) / MANIFEST
+    def manifest(self, slug: str, version_id: str) -> dict[str, Any]:
+        """The manifest of a published version, as stored (IntegrityError when unreadable)."""
+        path = self.version_path(slug, version_id) / MANIFEST
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -99,12 +102,12 @@ class Store:
         """`DATASET@<id-prefix|tag|latest>` -> `(dataset_slug, full_id)`; RefError if not exactly one version."""
         dataset, version = split_ref(ref)
         slug = dataset_slug(dataset)
-        ids = self._version_ids(slug)
+        ids = self.version_ids(slug)
         if not ids:
             known = ", ".join(self.datasets()) or "none"
             raise RefError(f"no dataset {dataset!r} in store {self.root} (datasets: {known})")
         if version == "latest":
-            return slug, max(ids, key=lambda i: (self._manifest(slug, i).get("created_at", ""), i))
+            return slug, max(ids, key=lambda i: (self.manifest(slug, i).get("created_at", ""), i))
         tags = self.tags(slug)
         if version in tags:
             if tags[version] not in ids:
@@ -140,8 +143,8 @@ class Store:
     def read(self, ref: str) -> Version:
         """The version named by `ref`, records checked against the manifest's hashes."""
         slug, vid = self.resolve(ref)
-        m = self._manifest(slug, vid)
-        d = self._version_dir(slug, vid)
+        m = self.manifest(slug, vid)
+        d = self.version_path(slug, vid)
         try:
             neighbors = self._read_records(d / NEIGHBORS, m["files"][NEIGHBORS])
             rejected = self._read_records(d / REJECTED, m["files"][REJECTED])
@@ -154,7 +157,7 @@ class Store:
             manifest=m, neighbors=neighbors, rejected=rejected, path=d,
         )
 
-    # ---- writing (sept.neighbor_store.versions) --------------------------------------------
+    # ---- writing (sept.neighbor_store.writer) ----------------------------------------------
 
     def write_version(
         self,
@@ -189,7 +192,25 @@ class Store:
         cost: list[dict[str, Any]] | None = None,
     ) -> tuple[str, bool]:
         """Like `write_version`, also telling whether a new version was created (False: it already existed)."""
-        return versions.write(self, dataset, classes, neighbors, rejected, params, parent, message, tag, cost)
+        draft = writer.prepare(dataset, classes, neighbors, rejected, params, message, cost)
+        if tag is not None:
+            tag_file.check_tag(tag)
+        parent_id = None
+        if parent is not None:
+            pslug, parent_id = self.resolve(parent)
+            if pslug != draft.slug:
+                raise RefError(f"parent {parent!r} belongs to dataset {pslug}, not {draft.slug}")
+        created = False
+        if not (self.version_path(draft.slug, draft.id) / MANIFEST).is_file():
+            # the parent is read (and checked) only when it has margins that may be carried over
+            parent_version = None
+            if parent_id is not None and margin_files.fingerprints(self.version_path(draft.slug, parent_id)):
+                parent_version = self.read(f"{draft.slug}@{parent_id}")
+            carry_from, note = margin_files.carry_plan(parent_version, draft.classes, draft.neighbors)
+            created = writer.publish(self.root, draft, parent_id, carry_from, note)
+        if tag is not None:
+            self.tag(draft.ref, tag)
+        return draft.ref, created
 
     # ---- tags (sept.neighbor_store.tags) ----------------------------------------------------
 
@@ -207,7 +228,7 @@ class Store:
     # ---- listing ----------------------------------------------------------------------------
 
     def _summary(self, slug: str, vid: str, tags_by_id: dict[str, list[str]]) -> dict[str, Any]:
-        m = self._manifest(slug, vid)
+        m = self.manifest(slug, vid)
         counts = m.get("counts", {})
         return {
             "dataset": m.get("dataset", slug),
@@ -221,21 +242,21 @@ class Store:
             "neighbors": counts.get("neighbors"),
             "rejected": counts.get("rejected"),
             "tags": sorted(tags_by_id.get(vid, [])),
-            "margins": margin_files.fingerprints(self._version_dir(slug, vid)),
+            "margins": margin_files.fingerprints(self.version_path(slug, vid)),
         }
 
     def list(self, dataset: str | None = None) -> list[dict[str, Any]]:
         """Version summaries (oldest first), for one dataset or all of them."""
         if dataset is not None:
             slugs = [dataset_slug(dataset)]
-            if not self._version_ids(slugs[0]):
+            if not self.version_ids(slugs[0]):
                 raise RefError(f"no dataset {dataset!r} in store {self.root} (datasets: {', '.join(self.datasets()) or 'none'})")
         else:
             slugs = self.datasets()
         out = []
         for slug in slugs:
             tags_by_id = tag_file.tags_by_id(self.tags(slug))
-            rows = [self._summary(slug, v, tags_by_id) for v in self._version_ids(slug)]
+            rows = [self._summary(slug, v, tags_by_id) for v in self.version_ids(slug)]
             out.extend(sorted(rows, key=lambda r: (r["created_at"] or "", r["id"])))
         return out
 
@@ -248,7 +269,7 @@ class Store:
         out, seen = [], set()
         while vid is not None and vid not in seen:
             seen.add(vid)
-            if not (self._version_dir(slug, vid) / MANIFEST).is_file():
+            if not (self.version_path(slug, vid) / MANIFEST).is_file():
                 break
             row = self._summary(slug, vid, tags_by_id)
             out.append(row)
@@ -259,7 +280,7 @@ class Store:
 
     def margin_fingerprints(self, ref: str) -> list[str]:
         slug, vid = self.resolve(ref)
-        return margin_files.fingerprints(self._version_dir(slug, vid))
+        return margin_files.fingerprints(self.version_path(slug, vid))
 
     def attach_margins(
         self,
@@ -274,11 +295,13 @@ class Store:
         K runs over all accepted neighbors in neighbors.jsonl order; `neighbor_ids` must be
         exactly that order, so margins can never be applied to the wrong neighbors.
         """
-        return margin_files.attach(self, ref, fingerprint, margins, neighbor_ids, meta)
+        margin_files.check_fingerprint(fingerprint)
+        return margin_files.attach(self.read(ref), fingerprint, margins, neighbor_ids, meta)
 
     def read_margins(self, ref: str, fingerprint: str) -> Margins | None:
         """Margins `[C, K]` (torch float32) of `ref` under `fingerprint`, or None if none were attached."""
-        return margin_files.read(self, ref, fingerprint)
+        margin_files.check_fingerprint(fingerprint)
+        return margin_files.read(self.read(ref), fingerprint)
 
     # ---- verification (sept.neighbor_store.verify) ------------------------------------------
 
@@ -287,4 +310,18 @@ class Store:
 
         Returns `[(ref, problems)]`; an empty problem list means the version is intact.
         """
-        return verification.verify(self, target)
+        if "@" in target:
+            slug, vid = self.resolve(target)
+            return [(f"{slug}@{short(vid)}", verification.verify_version(self.version_path(slug, vid), vid))]
+        slug = dataset_slug(target)
+        ids = self.version_ids(slug)
+        if not ids:
+            raise RefError(f"no dataset {target!r} in store {self.root}")
+        out = [(f"{slug}@{short(v)}", verification.verify_version(self.version_path(slug, v), v)) for v in ids]
+        try:
+            tag_problems = verification.verify_tags(self.tags(slug), ids)
+        except IntegrityError as e:
+            tag_problems = [str(e)]
+        if tag_problems:
+            out.append((f"{slug} tags", tag_problems))
+        return out

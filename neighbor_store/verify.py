@@ -4,15 +4,13 @@ Checks, per version: the manifest's own digest and id, each JSONL file's sha256,
 record ids and classes, the version id from classes + params + file hashes, per-class counts,
 and each margin attachment against its sidecar sha256 and the version's neighbors. Per dataset,
 also that every tag points to a version that exists. Nothing is repaired: problems are reported.
+The functions take folders and tag tables; `Store.verify` finds them.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from sept.neighbor_store import margins as margin_files
-from sept.neighbor_store.errors import IntegrityError, RefError
 from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord, neighbor_id
 from sept.neighbor_store.version import (
@@ -22,38 +20,17 @@ from sept.neighbor_store.version import (
     REJECTED,
     content_id,
     manifest_digest,
+    per_class,
     sha256_bytes,
     sha256_file,
     short,
 )
-from sept.neighbor_store.versions import per_class
-
-if TYPE_CHECKING:
-    from sept.neighbor_store.store import Store
 
 
-def verify(store: "Store", target: str) -> list[tuple[str, list[str]]]:
-    """`[(ref, problems)]` for one version (`DATASET@REF`) or every version of a dataset (`DATASET`)."""
-    from sept.names import dataset_slug
-
-    if "@" in target:
-        slug, vid = store.resolve(target)
-        return [(f"{slug}@{short(vid)}", verify_version(store._version_dir(slug, vid), vid))]
-    slug = dataset_slug(target)
-    ids = store._version_ids(slug)
-    if not ids:
-        raise RefError(f"no dataset {target!r} in store {store.root}")
-    out = [(f"{slug}@{short(v)}", verify_version(store._version_dir(slug, v), v)) for v in ids]
-    tag_problems = []
-    try:
-        for t, i in store.tags(slug).items():
-            if i not in ids:
-                tag_problems.append(f"tags.json: tag {t!r} points to missing version {i}")
-    except IntegrityError as e:
-        tag_problems.append(str(e))
-    if tag_problems:
-        out.append((f"{slug} tags", tag_problems))
-    return out
+def verify_tags(tags: dict[str, str], version_ids: list[str]) -> list[str]:
+    """Problems of a dataset's tag table: tags pointing to versions that do not exist."""
+    known = set(version_ids)
+    return [f"tags.json: tag {t!r} points to missing version {i}" for t, i in tags.items() if i not in known]
 
 
 def verify_version(d: Path, vid: str) -> list[str]:

@@ -1,13 +1,22 @@
-"""What one stored version is: its records, its manifest, and how its content id is computed."""
+"""What one stored version is: its records, its manifest's values, and how its content id is computed.
+
+Everything here is pure (no store, no file writes), so every other module of the store may
+import it: the file names of a version folder, id and prefix rules, hashing, the JSON a
+manifest holds (`jsonable`, `now`, `per_class`), and the `Version` / `Margins` types.
+(`writer.py` builds and publishes versions; `store.py` finds and reads them.)
+"""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sept.neighbor_store.errors import ValidationError
 from sept.neighbor_store.records import NeighborRecord
 
 ID_SHOWN = 12  # hex chars of a version id shown in references
@@ -61,6 +70,41 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 def short(version_id: str) -> str:
     return version_id[:ID_SHOWN]
+
+
+def now() -> str:
+    """A manifest's timestamp: UTC, ISO 8601, microseconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def jsonable(obj: Any, where: str) -> Any:
+    """Params as plain JSON (paths -> str, tuples -> lists, numpy scalars -> numbers); refuse the rest by name."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValidationError(f"parameter {where!r} is not a finite number ({obj})")
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalar
+        return jsonable(obj.item(), where)
+    raise ValidationError(f"parameter {where!r} has a value of type {type(obj).__name__} that JSON cannot hold")
+
+
+def per_class(classes: list[str], neighbors: list[NeighborRecord], rejected: list[NeighborRecord]) -> list[dict]:
+    """The manifest's per-class counts of accepted and rejected records, in class order."""
+    acc = {c: 0 for c in classes}
+    rej = {c: 0 for c in classes}
+    for r in neighbors:
+        acc[r.class_] += 1
+    for r in rejected:
+        rej[r.class_] += 1
+    return [{"class": c, "accepted": acc[c], "rejected": rej[c]} for c in classes]
 
 
 @dataclass

@@ -15,7 +15,8 @@ from sept.neighbor_store import (
     ValidationError,
     neighbor_id,
 )
-from sept.neighbor_store.versions import prepare_records, render
+from sept.errors import SeptError
+from sept.neighbor_store.writer import prepare_records, render
 from sept.neighbor_store.version import content_id, sha256_bytes
 
 CLASSES = ["dog", "cafe/restaurant", "Cough", "city_center"]
@@ -147,7 +148,7 @@ def test_bad_classes_and_params(store):
         store.write_version("esc50", ["dog", "dog"], [])
     with pytest.raises(ValidationError, match="class list is empty"):
         store.write_version("esc50", [], [])
-    with pytest.raises(StoreError, match="slug is empty"):
+    with pytest.raises(SeptError, match="slug is empty"):   # sept.names.dataset_slug's refusal
         store.write_version("!!!", ["dog"], [])
     with pytest.raises(ValidationError, match="parameter 'sampling.temperature' is not a finite"):
         store.write_version("esc50", ["dog"], [], params={"sampling": {"temperature": float("nan")}})

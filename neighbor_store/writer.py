@@ -1,14 +1,19 @@
 """Writing versions: validate the records, build the version in a temp dir, publish it by rename.
 
+    draft = prepare(dataset, classes, neighbors, rejected, params, message, cost)   # validates
+    created = publish(root, draft, parent_id, carry_from, margins_note)               # one rename
+
 A version is built in `<root>/<dataset-slug>/.tmp/<pid>-<random>/` and published with one
 `os.rename`, so a reader sees either the whole version or none of it, whatever happens to
 the writer. Two writers of identical content race harmlessly: the id is the same and the
 loser's rename fails onto an existing directory, which it then reuses.
-(`version.py` holds what a version *is*: its data types and how its id is computed.)
+
+This module knows folders, not the store: `Store.write_version_info` resolves the parent and
+its margins and calls these two steps. (`version.py` holds what a version *is*: its data types
+and how its id is computed.)
 """
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import json
 import math
@@ -16,55 +21,33 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sept.atomic import fsync_write
+from sept.names import dataset_slug
 from sept.neighbor_store import margins as margin_files
 from sept.neighbor_store import redact
-from sept.atomic import fsync_write
-from sept.neighbor_store.errors import RefError, ValidationError
+from sept.neighbor_store.errors import ValidationError
 from sept.neighbor_store.jsonl import dumps_line
 from sept.neighbor_store.records import NeighborRecord, neighbor_id
-from sept.neighbor_store.tags import check_tag
 from sept.neighbor_store.version import (
     MANIFEST,
     MARGINS,
     NEIGHBORS,
     REJECTED,
     content_id,
+    jsonable,
     manifest_digest,
+    now,
+    per_class,
     sha256_bytes,
     short,
 )
 
-if TYPE_CHECKING:
-    from sept.neighbor_store.store import Store
-
 FORMAT = "sept-neighbor-store/1"
 _STALE_TMP_SECONDS = 3600
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def jsonable(obj: Any, where: str) -> Any:
-    """Params as plain JSON (paths -> str, tuples -> lists, numpy scalars -> numbers); refuse the rest by name."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            raise ValidationError(f"parameter {where!r} is not a finite number ({obj})")
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalar
-        return jsonable(obj.item(), where)
-    raise ValidationError(f"parameter {where!r} has a value of type {type(obj).__name__} that JSON cannot hold")
 
 
 def check_classes(classes: list[str], file: str | Path | None = None) -> list[str]:
@@ -149,16 +132,6 @@ def render(records: list[NeighborRecord]) -> bytes:
     return "".join(dumps_line(r.to_json_dict()) for r in records).encode("utf-8")
 
 
-def per_class(classes: list[str], neighbors: list[NeighborRecord], rejected: list[NeighborRecord]) -> list[dict]:
-    acc = {c: 0 for c in classes}
-    rej = {c: 0 for c in classes}
-    for r in neighbors:
-        acc[r.class_] += 1
-    for r in rejected:
-        rej[r.class_] += 1
-    return [{"class": c, "accepted": acc[c], "rejected": rej[c]} for c in classes]
-
-
 def sweep_tmp(dataset_dir: Path) -> None:
     """Remove build dirs of writers that died long ago; live writers' dirs are left alone."""
     tmp = dataset_dir / ".tmp"
@@ -177,85 +150,100 @@ def sweep_tmp(dataset_dir: Path) -> None:
             continue
 
 
-def write(
-    store: "Store",
+@dataclass
+class Draft:
+    """A validated version, not yet published: its records, their bytes and its content id."""
+
+    dataset: str
+    slug: str
+    classes: list[str]
+    params: dict[str, Any]
+    message: str
+    cost: list[dict[str, Any]] | None
+    visible: list[str]
+    neighbors: list[NeighborRecord]
+    rejected: list[NeighborRecord]
+    neighbors_bytes: bytes
+    rejected_bytes: bytes
+    id: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.slug}@{short(self.id)}"
+
+
+def prepare(
     dataset: str,
     classes: list[str],
     neighbors: list[NeighborRecord],
     rejected: list[NeighborRecord] | None = None,
     params: dict[str, Any] | None = None,
-    parent: str | None = None,
     message: str = "",
-    tag: str | None = None,
     cost: list[dict[str, Any]] | None = None,
-) -> tuple[str, bool]:
-    """Validate, store atomically; `(ref, created)`, created False when identical content existed.
+) -> Draft:
+    """Validate and scrub a version's content and compute its id; writes nothing.
 
     `cost` (per backend: requests, tokens, wall time) goes into the manifest but not into the
     id: the same neighbors generated again, from the cache or not, are the same version.
     """
-    from sept.names import dataset_slug
-
     slug = dataset_slug(dataset)
     classes = check_classes(classes)
-    if tag is not None:
-        check_tag(tag)
     secrets = redact.environment_secrets()
     params = redact.scrub(jsonable(dict(params or {}), ""), secrets)
     message = redact.scrub_text(message or "", secrets)
     cost = redact.scrub(jsonable(list(cost), "cost"), secrets) if cost else None
     visible = check_visible(classes, params.get("visible_classes"))
     neighbors, rejected = prepare_records(classes, list(neighbors), list(rejected or []))
-    parent_id = None
-    if parent is not None:
-        pslug, parent_id = store.resolve(parent)
-        if pslug != slug:
-            raise RefError(f"parent {parent!r} belongs to dataset {pslug}, not {slug}")
-
     nbytes, rbytes = render(neighbors), render(rejected)
-    nsha, rsha = sha256_bytes(nbytes), sha256_bytes(rbytes)
-    vid = content_id(classes, params, nsha, rsha)
-    ddir = store.root / slug
-    final = ddir / "versions" / vid
-    ref = f"{slug}@{short(vid)}"
-    if (final / MANIFEST).is_file():
-        if tag is not None:
-            store.tag(ref, tag)
-        return ref, False
+    vid = content_id(classes, params, sha256_bytes(nbytes), sha256_bytes(rbytes))
+    return Draft(dataset=dataset, slug=slug, classes=classes, params=params, message=message, cost=cost,
+                 visible=visible, neighbors=neighbors, rejected=rejected, neighbors_bytes=nbytes,
+                 rejected_bytes=rbytes, id=vid)
 
+
+def publish(root: Path, draft: Draft, parent_id: str | None, carry_from: Path | None,
+            margins_note: dict[str, Any]) -> bool:
+    """Build the version folder of `draft` under `root` and publish it by rename.
+
+    `carry_from`: a parent's margins folder to copy in (see `margins.carry_plan`), noted in the
+    manifest as `margins_note`. Returns False when identical content was already published.
+    """
     from sept import __version__
 
-    carry_from, margins_note = margin_files.carry_plan(store, slug, parent_id, classes, neighbors)
+    ddir = Path(root) / draft.slug
+    final = ddir / "versions" / draft.id
+    if (final / MANIFEST).is_file():
+        return False
     manifest: dict[str, Any] = {
         "format": FORMAT,
-        "id": vid,
-        "dataset": dataset,
-        "dataset_slug": slug,
-        "classes": classes,
+        "id": draft.id,
+        "dataset": draft.dataset,
+        "dataset_slug": draft.slug,
+        "classes": draft.classes,
         "parent": parent_id,
         "created_at": now(),
         "code_version": __version__,
-        "message": message,
-        "params": params,
+        "message": draft.message,
+        "params": draft.params,
         # what the version's prompts, CLAP filter and audio check saw (in params when given, so
         # part of the id); base-to-new training refuses a version that saw a new class
-        "visible_classes": visible,
+        "visible_classes": draft.visible,
         "files": {
-            NEIGHBORS: {"sha256": nsha, "rows": len(neighbors)},
-            REJECTED: {"sha256": rsha, "rows": len(rejected)},
+            NEIGHBORS: {"sha256": sha256_bytes(draft.neighbors_bytes), "rows": len(draft.neighbors)},
+            REJECTED: {"sha256": sha256_bytes(draft.rejected_bytes), "rows": len(draft.rejected)},
         },
         "counts": {
-            "classes": len(classes),
-            "neighbors": len(neighbors),
-            "rejected": len(rejected),
-            "per_class": per_class(classes, neighbors, rejected),
+            "classes": len(draft.classes),
+            "neighbors": len(draft.neighbors),
+            "rejected": len(draft.rejected),
+            "per_class": per_class(draft.classes, draft.neighbors, draft.rejected),
         },
         "margins": margins_note,
     }
-    if cost is not None:
-        manifest["cost"] = cost
-    if isinstance(params.get("split"), dict):
-        manifest["split"] = params["split"]
+    if draft.cost is not None:
+        manifest["cost"] = draft.cost
+    if isinstance(draft.params.get("split"), dict):
+        manifest["split"] = draft.params["split"]
     manifest["manifest_sha256"] = manifest_digest(manifest)
 
     (ddir / "versions").mkdir(parents=True, exist_ok=True)
@@ -264,23 +252,20 @@ def write(
     build = ddir / ".tmp" / f"{os.getpid()}-{uuid.uuid4().hex}"
     build.mkdir()
     try:
-        fsync_write(build / NEIGHBORS, nbytes)
-        fsync_write(build / REJECTED, rbytes)
+        fsync_write(build / NEIGHBORS, draft.neighbors_bytes)
+        fsync_write(build / REJECTED, draft.rejected_bytes)
         if carry_from is not None:
             margin_files.copy_carried(carry_from, build / MARGINS)
         text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
         fsync_write(build / MANIFEST, text.encode("utf-8"))
         try:
             os.rename(build, final)
-            created = True
+            return True
         except OSError as e:
             # someone published the same content first; theirs is byte-identical in content
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / MANIFEST).is_file():
                 raise
-            created = False
+            return False
     finally:
         if build.exists():
             shutil.rmtree(build, ignore_errors=True)
-    if tag is not None:
-        store.tag(ref, tag)
-    return ref, created

@@ -1,23 +1,75 @@
-"""Flow parameters: validation through the pipeline's one parameter model, and the task runner.
+"""Flow parameters: the `generate-neighbors` signature built from the pipeline's one parameter
+model, their validation through it, and the task runner.
 
-Deployment defaults arrive as strings (see flows/prefect.yaml): "" means unset, and an
-unresolved "{{ $VAR }}" means the deployment was made without that variable.
+`flow_parameters()` is every PipelineConfig field as a flat, keyword-only flow parameter (same
+name, default and help; a path is a string, as a deployment passes it) followed by the
+flow's own FLOW_OPTIONS. Deployment defaults arrive as strings (see flows/prefect.yaml): ""
+means unset, and an unresolved "{{ $VAR }}" means the deployment was made without that
+variable.
 """
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sept.pipeline.run import REQUIRED, ConfigError, config_fields
 
 TASK_RUNNERS = ("threads", "dask")
-# flow parameters whose None means "PipelineConfig's default", not "none"
-_DEFAULT_WHEN_NONE = ("min_self", "confuser_margin", "model")
 
 
-class ParameterError(ValueError):
+class ParameterError(ConfigError):
     """A flow parameter is invalid; the message names it."""
 
 
-def clean_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset values; refuse unresolved deployment placeholders, naming the parameter."""
+@dataclass(frozen=True)
+class FlowOption:
+    """A parameter of the flow that is not a PipelineConfig field (how the run is executed)."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+
+FLOW_OPTIONS = (
+    FlowOption("task_runner", str, "threads", f"Task runner: {' | '.join(TASK_RUNNERS)} (a LocalCluster of "
+                                              "dask_workers processes, or the cluster at dask_address)."),
+    FlowOption("dask_workers", int, 2, "Worker processes of the local Dask cluster."),
+    FlowOption("dask_address", Optional[str], None, "Address of a running Dask cluster."),
+    FlowOption("task_retries", int, 2, "Retries of a failed class's generation task."),
+    FlowOption("retry_delay_seconds", float, 5.0, "Delay before the first retry; each next one waits 4x longer."),
+)
+
+
+def flow_parameters() -> list[inspect.Parameter]:
+    """The `generate-neighbors` flow's parameters: PipelineConfig's fields, then FLOW_OPTIONS."""
+    params = []
+    for f in config_fields():
+        kind = str if f.type is Path else f.type
+        annotation = Optional[kind] if f.optional else kind
+        default = inspect.Parameter.empty if f.required else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=annotation))
+    for o in FLOW_OPTIONS:
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default,
+                                        annotation=o.type))
+    return params
+
+
+def flow_docstring(summary: str) -> str:
+    """`summary` and an Args section with every parameter's help: Prefect reads the
+    descriptions of the parameter schema (UI, `prefect deployment inspect`) from it."""
+    lines = [summary.strip(), "", "Args:"]
+    lines += [f"    {f.name}: {f.help}" for f in config_fields()]
+    lines += [f"    {o.name}: {o.help}" for o in FLOW_OPTIONS]
+    return "\n".join(lines) + "\n"
+
+
+def clean_params(params: dict[str, Any], none_means_default: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """Drop unset values ("", and None for the names in `none_means_default`); refuse
+    unresolved deployment placeholders, naming the parameter."""
     out = {}
     for name, value in params.items():
         if isinstance(value, str):
@@ -29,7 +81,7 @@ def clean_params(params: dict[str, Any]) -> dict[str, Any]:
                 )
             if value == "":
                 continue
-        if value is None and name in _DEFAULT_WHEN_NONE:
+        if value is None and name in none_means_default:
             continue
         out[name] = value
     return out
@@ -37,14 +89,17 @@ def clean_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def validate_config(params: dict[str, Any]):
     """PipelineConfig from flow parameters; raises ParameterError naming each bad parameter."""
-    from pydantic import ValidationError
+    from sept.pipeline.run import config_from
 
-    from sept.pipeline.run import PipelineConfig, config_error_text
-
+    # None for a field that does not take None means "its default" (a required field is then
+    # reported missing by the validation)
+    no_none = {f.name for f in config_fields() if not f.optional}
     try:
-        return PipelineConfig.model_validate(clean_params(params))
-    except ValidationError as e:
-        raise ParameterError(f"invalid parameters: {config_error_text(e)}") from None
+        return config_from(clean_params(params, no_none))
+    except ParameterError:
+        raise
+    except ConfigError as e:
+        raise ParameterError(f"invalid parameters: {e}") from None
 
 
 def task_runner(kind: str, concurrency: int, dask_workers: int, dask_address: str | None):

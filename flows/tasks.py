@@ -1,9 +1,10 @@
-"""Prefect tasks of the flows: each calls one pipeline stage.
+"""Prefect tasks of the flows: each wraps one pipeline stage function (sept.pipeline.run).
 
-They live in an importable module (not in the flow file, which Prefect loads by path) so
-that Dask workers can unpickle them. Tasks take the run's config as a plain dict (JSON
-values) and rebuild PipelineConfig; models come from per-process caches (sept.pipeline.models, sept.clap),
-so a worker loads each model once however many tasks it runs.
+Tasks take the run's config as a plain dict (JSON values) and rebuild PipelineConfig, so they
+cross process boundaries (Dask workers unpickle them by module name); models come from
+per-process caches (sept.pipeline.models, sept.clap), so a worker loads each model once however
+many tasks it runs. `call_as_task` is the StageCall that makes `sept.pipeline.run.clean` run
+its stages as these tasks: the chain itself is the pipeline's.
 """
 from __future__ import annotations
 
@@ -73,54 +74,58 @@ def generate_class_task(class_name: str, classes: list[str], prompt_ref: str, ru
 
 
 @task(name="dedup", cache_policy=NO_CACHE, persist_result=False)
-def dedup_task(candidates: dict[str, list], run: dict[str, Any]):
-    """sept.pipeline.dedup.dedup over every class's candidates (sentence model cached per worker)."""
-    from sept.pipeline.dedup import dedup
-    from sept.pipeline.models import get_sentence_model
-    from sept.pipeline.run import PipelineConfig
+def dedup_task(run: dict[str, Any], candidates: dict[str, list]):
+    """sept.pipeline.run.dedup_stage."""
+    from sept.pipeline.run import PipelineConfig, dedup_stage
 
-    cfg = PipelineConfig.model_validate(run)
-    return dedup(candidates, get_sentence_model(cfg.dedup_model), cfg.dedup_threshold)
+    return dedup_stage(PipelineConfig.model_validate(run), candidates)
 
 
 @task(name="clap-filter", cache_policy=NO_CACHE, persist_result=False)
-def clap_filter_task(kept: dict[str, list], classes: list[str], run: dict[str, Any]):
-    """sept.pipeline.clap_filter.clap_filter with the run's backbone (cached per worker)."""
-    from sept.pipeline.clap_filter import clap_filter
-    from sept.pipeline.run import PipelineConfig, load_clap
-    from sept.prompts import load_templates
+def clap_filter_task(run: dict[str, Any], classes: list[str], kept: dict[str, list]):
+    """sept.pipeline.run.clap_filter_stage."""
+    from sept.pipeline.run import PipelineConfig, clap_filter_stage
 
-    cfg = PipelineConfig.model_validate(run)
-    audio = None
-    if cfg.audio_clips_per_class:
-        from sept.pipeline.datasets import palm_clips
-
-        audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
-    return clap_filter(kept, load_clap(cfg), load_templates(cfg.templates), min_self=cfg.min_self,
-                       confuser_margin=cfg.confuser_margin, audio=audio, min_audio_self=cfg.min_audio_self)
+    return clap_filter_stage(PipelineConfig.model_validate(run), classes, kept)
 
 
 @task(name="margins", cache_policy=NO_CACHE, persist_result=False)
-def margins_task(classes: list[str], neighbors: list, run: dict[str, Any]):
-    """sept.pipeline.margins.compute_margins: (encoder fingerprint, margins [C, K], neighbor ids)."""
-    from sept.pipeline.margins import compute_margins
-    from sept.pipeline.run import PipelineConfig, load_clap
-    from sept.prompts import load_templates
+def margins_task(run: dict[str, Any], classes: list[str], neighbors: list):
+    """sept.pipeline.run.margins_stage: (encoder fingerprint, margins [C, K], neighbor ids)."""
+    from sept.pipeline.run import PipelineConfig, margins_stage
 
-    cfg = PipelineConfig.model_validate(run)
-    backbone = load_clap(cfg)
-    values = compute_margins(backbone, classes, neighbors, load_templates(cfg.templates))
-    return backbone.fingerprint, values, [n.id for n in neighbors]
+    return margins_stage(PipelineConfig.model_validate(run), classes, neighbors)
 
 
 @task(name="provenance", cache_policy=NO_CACHE, persist_result=False)
 def provenance_task(run: dict[str, Any]) -> dict[str, Any]:
-    """Manifest parameters (pipeline.run.provenance); loads the backbone for its fingerprint."""
-    from sept.pipeline.run import PipelineConfig, load_clap, provenance
-    from sept.prompts import load_prompt, load_templates
+    """sept.pipeline.run.provenance_stage; loads the backbone for its fingerprint."""
+    from sept.pipeline.run import PipelineConfig, provenance_stage
 
-    cfg = PipelineConfig.model_validate(run)
-    return provenance(cfg, load_prompt(cfg.prompt), load_templates(cfg.templates), load_clap(cfg))
+    return provenance_stage(PipelineConfig.model_validate(run))
+
+
+def _stage_tasks() -> dict:
+    from sept.pipeline import run
+
+    return {run.dedup_stage: dedup_task, run.clap_filter_stage: clap_filter_task,
+            run.margins_stage: margins_task, run.provenance_stage: provenance_task}
+
+
+def call_as_task(submitted: dict | None = None):
+    """A StageCall (sept.pipeline.run) that runs each stage as its task under the flow's task
+    runner and waits for it. `submitted`: stage -> a future already submitted for it (the
+    flow starts the provenance early so a bad checkpoint fails while the LLM works); each is
+    used once."""
+    tasks = _stage_tasks()
+    early = dict(submitted or {})
+
+    def call(stage, cfg, *args):
+        if stage in early:
+            return early.pop(stage).result()
+        return tasks[stage].submit(cfg.model_dump(mode="json"), *args).result()
+
+    return call
 
 
 @task(name="write-version", cache_policy=NO_CACHE, persist_result=False)
@@ -132,7 +137,8 @@ def write_version_task(result, run: dict[str, Any]) -> str:
 
 
 @task(name="attach-margins", cache_policy=NO_CACHE, persist_result=False)
-def attach_margins_task(ref, checkpoint, tokenizer, amodel, fusion, templates, store_root) -> tuple[str, str]:
+def attach_margins_task(ref, checkpoint, tokenizer, amodel, fusion, templates, store_root,
+                        trust_checkpoint: bool = False) -> tuple[str, str]:
     """Margins [C, K] of version `ref` attached under the encoder's fingerprint.
     Returns (fingerprint, resolved reference)."""
     from sept.neighbor_store import Store
@@ -143,7 +149,7 @@ def attach_margins_task(ref, checkpoint, tokenizer, amodel, fusion, templates, s
 
     store = Store(store_root)
     version = store.read(ref)
-    backbone = get_backbone(checkpoint, amodel, fusion, tokenizer)
+    backbone = get_backbone(checkpoint, amodel, fusion, tokenizer, trust_checkpoint=trust_checkpoint)
     template_set = load_templates(templates)
     values = margins_of(backbone, version.classes, version.neighbors, template_set)
     attach_margins(store, version.ref, backbone.fingerprint, values, [n.id for n in version.neighbors],

@@ -1,19 +1,27 @@
 """The whole pipeline in one process: resolve classes -> generate -> dedup -> CLAP filter -> margins.
 
-`PipelineConfig` is the one parameter model for a generation run, shared by `sept generate`
-and the Prefect flow. Each stage can also be called on its own (the flow does); `clean`
-runs everything after generation, `write_result` turns a result into a store version.
+`PipelineConfig` is the one declaration of a generation run's options: each field's name, type,
+default and help live here, and `sept generate` (sept.pipeline.cli) and the `generate-neighbors`
+flow (sept.flows.generate) build their options / parameters from `config_fields()`.
+
+The stages after generation are one chain, `clean`, whose stage calls go through a `StageCall`:
+run in this process by default, or submitted as Prefect tasks by the flow, so the chain, its
+order and its summary (`summarize`, one set of stats keys) exist once. `write_result` turns a
+result into a store version.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sept.errors import SeptError
 from sept.neighbor_store.records import NeighborRecord
 from sept.pipeline.clap_filter import DEFAULT_CONFUSER_MARGIN, DEFAULT_MIN_SELF
 from sept.pipeline.dedup import DEFAULT_THRESHOLD as DEFAULT_DEDUP_THRESHOLD
@@ -27,45 +35,75 @@ CLAP_SKIPPED = "skipped: no --clap-checkpoint"
 
 class PipelineConfig(BaseModel):
     """Parameters of one generation run. Invalid values raise pydantic's ValidationError
-    whose messages name the parameter (see `config_error_text`)."""
+    whose messages name the parameter (see `config_error_text`). The `description` of a
+    field is its help text in `sept generate --help` and in the flow's parameter schema."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str
-    classes: list[str] | None = None
-    classes_file: Path | None = None
-    dataset_root: Path | None = None
-    # visible classes (sept.pipeline.datasets.visibility): a split part, or a file of classes
-    split: str | None = None
-    split_policy: SplitPolicy = "sorted"
-    split_seed: int = 42
-    visible_classes_file: Path | None = None
-    backend: str
-    model: str
-    base_url: str | None = None
-    n_per_class: int = Field(10, ge=1, le=1000)
-    samples: int = Field(1, ge=1, le=100)
-    prompt: str = "default"
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    max_tokens: int = Field(512, ge=16)
-    seed: int | None = 0
-    dedup_threshold: float = Field(DEFAULT_DEDUP_THRESHOLD, gt=0.0, le=1.0)
-    dedup_model: str | None = None
-    clap_checkpoint: Path | None = None
-    clap_amodel: str = "HTSAT-tiny"
-    clap_fusion: bool = False
-    clap_tokenizer: Path | None = None
-    templates: str = "default"
-    min_self: float = Field(DEFAULT_MIN_SELF, ge=-1.0, le=1.0)
-    confuser_margin: float = Field(DEFAULT_CONFUSER_MARGIN, ge=-2.0, le=2.0)
-    audio_clips_per_class: int = Field(0, ge=0, le=100)
-    min_audio_self: float | None = Field(None, ge=-1.0, le=1.0)
-    tag: str | None = None
-    store: Path | None = None
-    cache_dir: Path | None = None
-    concurrency: int = Field(8, ge=1, le=1024)
-    max_attempts: int = Field(4, ge=1, le=100)
-    message: str = ""
+    # ---- classes and split
+    dataset: str = Field(description="Dataset name (bundled lists: esc50, tut2017, ... or any name with "
+                                     "classes / classes_file / dataset_root).")
+    classes: list[str] | None = Field(None, description="The class names themselves (before classes_file, "
+                                                        "dataset_root and the bundled list).")
+    classes_file: Path | None = Field(None, description="Text file, one class per line.")
+    dataset_root: Path | None = Field(None, description="PALM-layout root (<root>/<dataset>/train.csv) or the "
+                                                        "dataset folder.")
+    split: str | None = Field(None, description="Make neighbors for one part of a base/new split only: base | new "
+                                                "| all. The LLM prompts, CLAP filter and audio check then see only "
+                                                "those classes.")
+    split_policy: SplitPolicy = Field("sorted", description="How split divides the classes: sorted | shuffled | "
+                                                            "file:PATH (JSON {\"base\": [...], \"new\": [...]}).")
+    split_seed: int = Field(42, description="Seed of the shuffled split policy.")
+    visible_classes_file: Path | None = Field(None, description="Text file, one class per line: make neighbors for "
+                                                                "these classes only, seeing no other.")
+    # ---- LLM
+    backend: str = Field(description=f"LLM backend: {' | '.join(BACKENDS)}.")
+    model: str = Field(description="LLM name (or local path for vllm-offline).")
+    base_url: str | None = Field(None, description="OpenAI-compatible server URL (required for vllm).")
+    n_per_class: int = Field(10, ge=1, le=1000, description="Neighbors to ask for per class.")
+    samples: int = Field(1, ge=1, le=100, description="Independent LLM samples per class.")
+    prompt: str = Field("default", description="Prompt id (default, synonyms, acoustic, subtypes) or a .yaml path.")
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="LLM sampling temperature.")
+    max_tokens: int = Field(512, ge=16, description="Most tokens of one LLM reply.")
+    seed: int | None = Field(0, description="Sampling seed (random-words: the seed of the random texts).")
+    cache_dir: Path | None = Field(None, description="LLM response cache folder (default $SEPT_CACHE/llm or "
+                                                     "./.sept/llm-cache); a re-run costs no request.")
+    concurrency: int = Field(8, ge=1, le=1024, description="Concurrent LLM requests.")
+    max_attempts: int = Field(4, ge=1, le=100, description="Attempts per request before a class fails.")
+    # ---- dedup
+    dedup_threshold: float = Field(DEFAULT_DEDUP_THRESHOLD, gt=0.0, le=1.0,
+                                   description="Dedup: phrase cosine a word substitution needs to make a duplicate; "
+                                               "the content-key rule's floor follows it (see sept.pipeline.dedup).")
+    dedup_word_threshold: float = Field(WORD_THRESHOLD, gt=0.0, le=1.0,
+                                        description="Dedup: cosine the substituted words need for the semantic rule.")
+    dedup_key_threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                              description="Dedup: cosine floor of the content-key rule (default: "
+                                                          "derived from dedup_threshold).")
+    dedup_model: str | None = Field(None, description="sentence-transformers model name or path (default: the "
+                                                      "shipped all-MiniLM-L6-v2).")
+    # ---- CLAP filter and margins
+    clap_checkpoint: Path | None = Field(None, description="LAION-CLAP checkpoint; without it the CLAP filter and "
+                                                           "margins are skipped.")
+    clap_amodel: str = Field("HTSAT-tiny", description="CLAP audio model of the checkpoint.")
+    clap_fusion: bool = Field(False, description="The checkpoint is a fusion model.")
+    clap_tokenizer: Path | None = Field(None, description="Folder with the RoBERTa vocab.json and merges.txt.")
+    trust_checkpoint: bool = Field(False, description="Allow loading a pickled .pt CLAP checkpoint, which can run "
+                                                      "code; prefer `sept clap convert`.")
+    templates: str = Field("default", description="Manual template set id or .yaml path.")
+    min_self: float = Field(DEFAULT_MIN_SELF, ge=-1.0, le=1.0,
+                            description="CLAP filter: minimum cosine to the own class.")
+    confuser_margin: float = Field(DEFAULT_CONFUSER_MARGIN, ge=-2.0, le=2.0,
+                                   description="CLAP filter: reject when another class is closer by more than this.")
+    audio_clips_per_class: int = Field(0, ge=0, le=100, description="CLAP filter: score neighbors against this "
+                                                                    "many training clips per class (needs "
+                                                                    "dataset_root).")
+    min_audio_self: float | None = Field(None, ge=-1.0, le=1.0,
+                                         description="CLAP filter: reject neighbors whose cosine to their class's "
+                                                     "clips is below this.")
+    # ---- the version
+    tag: str | None = Field(None, description="Tag the new version.")
+    store: Path | None = Field(None, description="Store root (default $SEPT_STORE or ./neighbor-store).")
+    message: str = Field("", description="Version message.")
 
     @field_validator("dataset", "model", "prompt", "templates", "clap_amodel")
     @classmethod
@@ -140,6 +178,74 @@ def config_error_text(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+class ConfigError(SeptError, ValueError):
+    """A generation option is invalid; the message names it."""
+
+
+def config_from(options: dict[str, Any]) -> PipelineConfig:
+    """PipelineConfig from `options`; raises ConfigError naming each bad option."""
+    try:
+        return PipelineConfig.model_validate(options)
+    except ValidationError as e:
+        raise ConfigError(config_error_text(e)) from None
+
+
+def resolve_inputs(cfg: PipelineConfig):
+    """(classes, prompt, templates) of a run, read before any request is made. What the user
+    named wrongly (a class file, a split, a prompt or template id) raises ConfigError."""
+    from sept.pipeline.datasets import resolve_classes
+    from sept.prompts import load_prompt, load_templates
+
+    try:
+        # the messages of dataset, classes_file, dataset_root, split and visible_classes_file name them
+        classes = resolve_classes(cfg)
+    except (ValueError, OSError) as e:
+        raise ConfigError(str(e)) from None
+    loaded = []
+    for name, load in (("prompt", load_prompt), ("templates", load_templates)):
+        try:
+            loaded.append(load(getattr(cfg, name)))
+        except (ValueError, OSError, KeyError) as e:
+            raise ConfigError(f"{name}: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
+    return classes, loaded[0], loaded[1]
+
+
+REQUIRED = object()  # the `default` of a ConfigField that has none
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One PipelineConfig field as an entry point sees it.
+
+    type: the plain value type (str, int, float, bool, Path or list[str]); optional: None is
+    allowed; default: the default value, or REQUIRED; help: the field's description."""
+
+    name: str
+    type: Any
+    optional: bool
+    default: Any
+    help: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def config_fields() -> list[ConfigField]:
+    """Every PipelineConfig field in declaration order: what `sept generate` and the
+    `generate-neighbors` flow build their options and parameters from."""
+    out = []
+    for name, info in PipelineConfig.model_fields.items():
+        annotation, optional = info.annotation, False
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            optional = len(args) < len(typing.get_args(annotation))
+            (annotation,) = args
+        default = REQUIRED if info.is_required() else info.default
+        out.append(ConfigField(name, annotation, optional, default, info.description or ""))
+    return out
+
+
 @dataclass
 class PipelineResult:
     """Everything a run produced, ready for `write_result`.
@@ -179,7 +285,9 @@ def load_clap(cfg: PipelineConfig):
         return None
     from sept.clap import get_backbone
 
-    return get_backbone(cfg.clap_checkpoint, cfg.clap_amodel, cfg.clap_fusion, cfg.clap_tokenizer)
+    # RandomWordsConfig shares this loader and may not carry the option: untrusted then
+    return get_backbone(cfg.clap_checkpoint, cfg.clap_amodel, cfg.clap_fusion, cfg.clap_tokenizer,
+                        trust_checkpoint=getattr(cfg, "trust_checkpoint", False))
 
 
 def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[str, Any]:
@@ -208,8 +316,8 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
         "templates": templates.ref,
         "dedup": {
             "threshold": cfg.dedup_threshold,
-            "key_threshold": key_threshold_for(cfg.dedup_threshold),
-            "word_threshold": WORD_THRESHOLD,
+            "key_threshold": key_threshold(cfg),
+            "word_threshold": cfg.dedup_word_threshold,
             "synonyms_sha256": load_lexicon().sha256,  # the shipped lexicon the stage used
             "model": dedup_name,
             "fingerprint": sentence_model_fingerprint(cfg.dedup_model),
@@ -244,57 +352,121 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
     return params
 
 
-def clean(cfg: PipelineConfig, classes: list[str], results: dict[str, Any], prompt, templates) -> PipelineResult:
-    """Every stage after generation: dedup -> CLAP filter -> margins, and the provenance.
+def key_threshold(cfg: PipelineConfig) -> float:
+    """The content-key rule's floor: the config's own, else the one `dedup_threshold` implies."""
+    if cfg.dedup_key_threshold is not None:
+        return cfg.dedup_key_threshold
+    return key_threshold_for(cfg.dedup_threshold)
 
-    results: class -> the generation stage's ClassResult (candidates, invalid, requests, cache_hits).
-    """
-    from sept.pipeline.clap_filter import clap_filter
+
+# ---- the stages after generation: each takes the config first, so a StageCall can send them
+# ---- elsewhere (a Prefect task) with the config as JSON
+
+def dedup_stage(cfg: PipelineConfig, candidates: dict[str, list[NeighborRecord]]):
+    """sept.pipeline.dedup.dedup over every class's candidates (sentence model cached per process)."""
     from sept.pipeline.dedup import dedup
-    from sept.pipeline.margins import compute_margins
     from sept.pipeline.models import get_sentence_model
 
+    return dedup(candidates, get_sentence_model(cfg.dedup_model), cfg.dedup_threshold,
+                 key_threshold=key_threshold(cfg), word_threshold=cfg.dedup_word_threshold)
+
+
+def clap_filter_stage(cfg: PipelineConfig, classes: list[str], kept: dict[str, list[NeighborRecord]]):
+    """sept.pipeline.clap_filter.clap_filter with the run's backbone, and its training clips
+    when `audio_clips_per_class` asks for the audio check."""
+    from sept.pipeline.clap_filter import clap_filter
+    from sept.prompts import load_templates
+
+    audio = None
+    if cfg.audio_clips_per_class:
+        from sept.pipeline.datasets import palm_clips
+
+        audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
+    return clap_filter(kept, load_clap(cfg), load_templates(cfg.templates), min_self=cfg.min_self,
+                       confuser_margin=cfg.confuser_margin, audio=audio, min_audio_self=cfg.min_audio_self)
+
+
+def margins_stage(cfg: PipelineConfig, classes: list[str], neighbors: list[NeighborRecord]):
+    """Margins [C, K] of the kept neighbors: (encoder fingerprint, values, neighbor ids of the K columns)."""
+    from sept.pipeline.margins import compute_margins
+    from sept.prompts import load_templates
+
+    backbone = load_clap(cfg)
+    values = compute_margins(backbone, classes, neighbors, load_templates(cfg.templates))
+    return backbone.fingerprint, values, [n.id for n in neighbors]
+
+
+def provenance_stage(cfg: PipelineConfig) -> dict[str, Any]:
+    """`provenance` with the run's prompt, templates and backbone (loading it: a bad checkpoint fails here)."""
+    from sept.prompts import load_prompt, load_templates
+
+    return provenance(cfg, load_prompt(cfg.prompt), load_templates(cfg.templates), load_clap(cfg))
+
+
+StageCall = Callable[..., Any]
+
+
+def call_here(stage: Callable[..., Any], cfg: PipelineConfig, *args: Any) -> Any:
+    """The default StageCall: the stage, in this process."""
+    return stage(cfg, *args)
+
+
+def summarize(classes: list[str], results: dict[str, Any], deduped, filtered=None,
+              not_run: set[str] = frozenset()) -> dict[str, Any]:
+    """The run's stats (not part of the version's identity), one set of keys for every entry point.
+
+    Per class: candidates, invalid, dedup_rejected, clap_rejected, kept, rejected (all three
+    reasons), requests and cached (no request made now). Over the run: requests,
+    response_cache_hits, task_cache_hits (`not_run`: classes whose generation result came
+    from a task cache, so made no request in this run whatever their figures say), kept,
+    rejected, cross_class (dedup's cross-class pairs).
+    """
+    final = (filtered or deduped).kept
+    counts = deduped.info.get("counts", {})
+    per_class: dict[str, dict[str, Any]] = {}
+    requests = cache_hits = 0
+    for c in classes:
+        r = results[c]
+        ran = c not in not_run
+        requests += r.requests if ran else 0
+        cache_hits += r.cache_hits if ran else 0
+        n_dedup = counts.get(c, {}).get("rejected", 0)
+        n_clap = len(deduped.kept[c]) - len(final[c])
+        per_class[c] = {"candidates": len(r.candidates), "invalid": len(r.invalid), "dedup_rejected": n_dedup,
+                        "clap_rejected": n_clap, "kept": len(final[c]),
+                        "rejected": len(r.invalid) + n_dedup + n_clap,
+                        "requests": r.requests if ran else 0, "cached": not ran or r.requests == 0}
+    return {"classes": per_class, "requests": requests, "response_cache_hits": cache_hits,
+            "task_cache_hits": len(set(not_run) & set(classes)),
+            "kept": sum(v["kept"] for v in per_class.values()),
+            "rejected": sum(v["rejected"] for v in per_class.values()),
+            "cross_class": deduped.info.get("cross_class", [])}
+
+
+def clean(cfg: PipelineConfig, classes: list[str], results: dict[str, Any], call: StageCall = call_here,
+          not_run: set[str] = frozenset()) -> PipelineResult:
+    """Every stage after generation: dedup -> CLAP filter -> margins, the provenance and the stats.
+
+    results: class -> the generation stage's ClassResult (candidates, invalid, requests, cache_hits).
+    call(stage, cfg, *args): how each stage runs (`call_here`, or the flow's Prefect tasks).
+    Without `clap_checkpoint` the CLAP filter and margins are skipped (the provenance says so).
+    """
     missing = [c for c in classes if c not in results]
     if missing:
         raise ValueError(f"no generation result for class {missing[0]!r}")
-    rejected: list[NeighborRecord] = []
-    stats: dict[str, Any] = {"classes": {}, "requests": 0, "cache_hits": 0}
-    for c in classes:
-        r = results[c]
-        rejected.extend(r.invalid)
-        stats["requests"] += r.requests
-        stats["cache_hits"] += r.cache_hits
-        stats["classes"][c] = {"candidates": len(r.candidates), "invalid": len(r.invalid)}
-
-    deduped = dedup({c: results[c].candidates for c in classes}, get_sentence_model(cfg.dedup_model), cfg.dedup_threshold)
+    rejected: list[NeighborRecord] = [r for c in classes for r in results[c].invalid]
+    deduped = call(dedup_stage, cfg, {c: results[c].candidates for c in classes})
     rejected.extend(deduped.rejected)
-    kept = deduped.kept
-    backbone = load_clap(cfg)
-    margins = None
-    if backbone is not None:
-        audio = None
-        if cfg.audio_clips_per_class:
-            from sept.pipeline.datasets import palm_clips
-
-            audio = palm_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
-        filtered = clap_filter(
-            kept, backbone, templates, min_self=cfg.min_self, confuser_margin=cfg.confuser_margin,
-            audio=audio, min_audio_self=cfg.min_audio_self,
-        )
+    kept, filtered, margins = deduped.kept, None, None
+    if cfg.clap_checkpoint is not None:
+        filtered = call(clap_filter_stage, cfg, classes, kept)
         rejected.extend(filtered.rejected)
         kept = filtered.kept
     neighbors = [r for c in classes for r in kept[c]]
-    if backbone is not None:
-        values = compute_margins(backbone, classes, neighbors, templates)
-        margins = (backbone.fingerprint, values, [n.id for n in neighbors])
-
-    for c in classes:
-        s = stats["classes"][c]
-        s["dedup_rejected"] = deduped.info["counts"][c]["rejected"]
-        s["kept"] = len(kept[c])
-        s["clap_rejected"] = deduped.info["counts"][c]["kept"] - len(kept[c])
-    stats["cross_class"] = deduped.info["cross_class"]
-    params = provenance(cfg, prompt, templates, backbone)
+    if cfg.clap_checkpoint is not None:
+        margins = call(margins_stage, cfg, classes, neighbors)
+    params = call(provenance_stage, cfg)
+    stats = summarize(classes, results, deduped, filtered, not_run)
     return PipelineResult(classes=classes, neighbors=neighbors, rejected=rejected, params=params,
                           margins=margins, stats=stats)
 
@@ -305,16 +477,12 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
     Raises `pipeline.generate.GenerationError` naming the class when a class yields no
     valid reply; nothing is written (writing is `write_result`'s job).
     """
-    from sept.pipeline.datasets import resolve_classes
     from sept.pipeline.generate import generate_all, generation_cost
     from sept.pipeline.llm import ResponseCache, make_backend
-    from sept.prompts import load_prompt, load_templates
 
     if isinstance(cfg, dict):
-        cfg = PipelineConfig.model_validate(cfg)
-    classes = resolve_classes(cfg)
-    prompt = load_prompt(cfg.prompt)
-    templates = load_templates(cfg.templates)
+        cfg = config_from(cfg)
+    classes, prompt, _ = resolve_inputs(cfg)
     # load the CLAP model before spending LLM requests: a bad checkpoint fails fast
     load_clap(cfg)
     backend = make_backend(cfg.backend, cfg.model, cfg.base_url)
@@ -324,7 +492,7 @@ def run_pipeline(cfg: PipelineConfig | dict, on_class_done: Callable[..., Any] |
         generate_all(backend, classes, prompt, generation_settings(cfg), cache=cache, on_class_done=on_class_done)
     )
     wall = time.monotonic() - started
-    result = clean(cfg, classes, results, prompt, templates)
+    result = clean(cfg, classes, results)
     result.stats["cost"] = [generation_cost(backend.describe(), results, wall)]
     return result
 

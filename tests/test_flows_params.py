@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from sept.errors import SeptError
 from sept.flows.params import ParameterError, clean_params, task_runner, validate_config
+from sept.pipeline.run import PipelineConfig
 
 
 def test_unresolved_deployment_placeholder_is_refused_naming_parameter_and_variable():
@@ -12,8 +14,13 @@ def test_unresolved_deployment_placeholder_is_refused_naming_parameter_and_varia
 
 
 def test_empty_deployment_defaults_mean_unset():
-    assert clean_params({"dataset": "esc50", "clap_checkpoint": "", "min_self": None, "seed": None}) == {
-        "dataset": "esc50", "seed": None}
+    assert clean_params({"dataset": "esc50", "clap_checkpoint": "", "min_self": None, "seed": None},
+                        none_means_default={"min_self"}) == {"dataset": "esc50", "seed": None}
+    # None for a field that takes no None is its default; for one that does, it is None
+    cfg = validate_config({"dataset": "esc50", "backend": "openai", "model": "m", "min_self": None, "seed": None})
+    assert cfg.min_self == PipelineConfig.model_fields["min_self"].default and cfg.seed is None
+    with pytest.raises(ParameterError, match="model: Field required"):
+        validate_config({"dataset": "esc50", "backend": "openai", "model": None})
 
 
 def test_bad_values_fail_naming_each_parameter():
@@ -23,6 +30,7 @@ def test_bad_values_fail_naming_each_parameter():
     assert "n_per_class" in str(e.value)
     with pytest.raises(ParameterError, match="base_url"):
         validate_config({"dataset": "esc50", "backend": "vllm", "model": "m"})
+    assert issubclass(ParameterError, SeptError)  # the `sept` command prints it in one line
 
 
 def test_valid_parameters_give_the_pipeline_config():

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
+from sept.errors import SeptError
 from sept.neighbor_store.records import NeighborRecord, normalize_text
 from sept.pipeline.llm.backend import BackendError, ChatRequest, LLMBackend, Sample, TransientError, scrub
 from sept.pipeline.llm.cache import ResponseCache, cache_key
@@ -121,7 +122,7 @@ class ClassResult:
     raw: list[dict[str, Any]] = field(default_factory=list)
 
 
-class GenerationError(Exception):
+class GenerationError(SeptError):
     """A class got no valid reply; the message names the class and the reason.
 
     `failed` maps every failed class to its reason (generate_all waits for all classes).

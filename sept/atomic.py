@@ -27,16 +27,20 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
+def atomic_write(path: str | Path, data: bytes | str, *, durable: bool = True) -> None:
     """Replace `path` by `data` (text is written as UTF-8) in one rename; readers see the old
-    or the new file, whole. Creates the parent folder."""
+    or the new file, whole. Creates the parent folder. `durable=False` skips the fsync, for
+    caches whose entry lost in a power cut is only recomputed (the rename stays atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")
     tmp = temp_sibling(path)
     try:
-        fsync_write(tmp, data)
+        if durable:
+            fsync_write(tmp, data)
+        else:
+            tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

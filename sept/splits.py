@@ -34,12 +34,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from sept.errors import SeptError
+
 POLICIES = ("sorted", "shuffled", "zebra", "file:PATH")
 ZEBRA_FILE = Path(__file__).with_name("zebra_splits.json")
 DEFAULT_SEED = 42
 
 
-class SplitError(ValueError):
+class SplitError(SeptError, ValueError):
     """A split cannot be resolved; the message names the policy, file or class."""
 
 

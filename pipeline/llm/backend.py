@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sept.errors import SeptError
+
 BACKENDS = ("openai", "anthropic", "vllm", "vllm-offline")
 
 # Environment variables that may hold secrets; their values are scrubbed from every message.
@@ -64,7 +66,7 @@ class Usage:
         return self.prompt_tokens is not None or self.completion_tokens is not None
 
 
-class BackendError(RuntimeError):
+class BackendError(SeptError, RuntimeError):
     """A request failed in a way that asking again will not fix (bad key, unknown model, 400)."""
 
 
@@ -202,32 +204,3 @@ class HTTPBackend(LLMBackend):
             current = None
         if client is not None and loop is current:
             await client.close()
-
-
-def make_backend(backend: str, model: str, base_url: str | None = None, **options: Any) -> LLMBackend:
-    """Build a backend by name.
-
-    backend: "openai" (key from OPENAI_API_KEY), "anthropic" (ANTHROPIC_API_KEY),
-    "vllm" (an OpenAI-compatible vLLM server at `base_url`; key from VLLM_API_KEY or none),
-    "vllm-offline" (the in-process `vllm.LLM` engine; `model` is a path or name).
-    options: timeout (seconds per request, default 120) and backend-specific engine options.
-    Keys are read from the environment only; passing `api_key=` is refused so a key never
-    ends up in a config file, a flow parameter or a manifest.
-    """
-    if "api_key" in options:
-        raise ValueError("API keys are read from the environment only (OPENAI_API_KEY, ANTHROPIC_API_KEY, VLLM_API_KEY)")
-    if backend in ("openai", "vllm"):
-        from sept.pipeline.llm.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(model, base_url=base_url, kind=backend, **options)
-    if backend == "anthropic":
-        from sept.pipeline.llm.anthropic_backend import AnthropicBackend
-
-        return AnthropicBackend(model, base_url=base_url, **options)
-    if backend == "vllm-offline":
-        from sept.pipeline.llm.vllm_offline import VLLMOfflineBackend
-
-        if base_url:
-            raise ValueError("backend 'vllm-offline' runs in-process and takes no base_url; use backend 'vllm' for a server")
-        return VLLMOfflineBackend(model, **options)
-    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from sept.atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -59,21 +60,10 @@ class ResponseCache:
     def put(self, key: str, entry: dict[str, Any]) -> Path:
         """Store `entry` (JSON-serializable) under `key`, atomically."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps({**entry, "key": key}, ensure_ascii=False, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
-        try:
-            # No fsync: it would stall the event loop for every reply, and an entry lost or
-            # emptied by a power cut is read back as a miss and asked again, never as a wrong answer.
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        # No fsync: it would stall the event loop for every reply, and an entry lost or
+        # emptied by a power cut is read back as a miss and asked again, never as a wrong answer.
+        atomic_write(path, data, durable=False)
         return path
 
     def __len__(self) -> int:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from sept.errors import SeptError
+
 # Bump when the schema or the parsing rules change: cached replies from an older schema are
 # then never reused (the version is part of every cache key).
 SCHEMA_VERSION = "neighbor-reply/1"
@@ -69,7 +71,7 @@ REPLY_JSON_SCHEMA: dict[str, Any] = {
 SCHEMA_NAME = "neighbor_reply"
 
 
-class InvalidReply(ValueError):
+class InvalidReply(SeptError, ValueError):
     """A reply that does not satisfy the schema; `reason` is one of
     truncated, refusal, empty, not_json, wrong_shape, empty_list."""
 

@@ -344,7 +344,7 @@ def dept_step_ratio(args, cfg, bb, ds, samples) -> None:
     """P5: alternating CoOp and CoOp+DePT steps on the same 16-clip batches, at the 16-shot step count."""
     from sept.trainer.audio_cache import AudioCache
     from sept.trainer.learners import build_learner
-    from sept.trainer.train import Run, learner_param_groups, run_epoch
+    from sept.trainer.train import Run, run_epoch
 
     # batch, lr and everything else as the CoOp run: only DePT's parts differ
     dept_cfg = cfg.replace(dept=True)
@@ -359,7 +359,7 @@ def dept_step_ratio(args, cfg, bb, ds, samples) -> None:
     coop_run = Run(cfg, coop, ds.classes, unit, labels, bb.logit_scale,
                    optimizer=torch.optim.SGD(coop.parameters(), lr=cfg.lr, momentum=cfg.momentum))
     dept_run = Run(dept_cfg, dept, ds.classes, raw, labels, bb.logit_scale,
-                   optimizer=torch.optim.SGD(learner_param_groups(dept, dept_cfg), lr=cfg.lr, momentum=cfg.momentum))
+                   optimizer=torch.optim.SGD(dept.param_groups(dept_cfg), lr=cfg.lr, momentum=cfg.momentum))
     extra = sum(p.numel() for p in dept.head_parameters())
     run_epoch(coop_run, 99, max_steps=1)       # untimed: each learner's first call tokenizes the classes
     run_epoch(dept_run, 99, max_steps=1)

@@ -14,7 +14,7 @@ from sept.trainer.audio_cache import AudioCache
 from sept.trainer.config import make_config
 from sept.trainer.data import few_shot, load_dataset, relabel
 from sept.trainer.learners import CoOp, KgCoOp, Palm, ZeroShot, build_learner
-from sept.trainer.train import (TrainError, load_checkpoint, predict_logits, remember_backbone,
+from sept.trainer.train import (TrainError, load_checkpoint, remember_backbone,
                            train)
 
 NEIGHBORS = {
@@ -54,7 +54,7 @@ def test_zero_shot_logits_equal_hand_computation(backbone, palm_dataset, clap_ch
     samples = ds.test[:4]
     learner = ZeroShot(backbone, ds.classes, cfg)
     features = AudioCache(cache_dir, backbone).embed([s.path for s in samples])
-    logits = predict_logits(learner, features, ds.classes, backbone.logit_scale)
+    logits = learner.logits(features, ds.classes, backbone.logit_scale)
     # by hand: mean of unit template embeddings, renormalized; audio straight from the backbone
     from sept.prompts import load_templates
 
@@ -101,7 +101,7 @@ def test_palm_learner_per_class_context(backbone, palm_dataset, clap_checkpoint,
 
 
 def _train_ce(learner, features, labels, classes, scale):
-    return F.cross_entropy(predict_logits(learner, features, classes, scale), labels).item()
+    return F.cross_entropy(learner.logits(features, classes, scale), labels).item()
 
 
 def test_training_lowers_loss_and_cache_hits_on_second_run(backbone, palm_dataset, clap_checkpoint, tmp_path):
@@ -193,9 +193,19 @@ def test_cli_train_and_eval_with_transfer(backbone, palm_dataset, palm_dataset_o
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "runs" / "synth-palm-summary.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["summary"]["all/accuracy"]["n"] == 2
-    # bad input: one clear line, exit 1
-    result = runner.invoke(app, args + ["n_ctx=0"])
+    # bad input: one clear line, exit 1 (the console script's handling, so not through CliRunner)
+    result = _console(args + ["n_ctx=0"])
     assert result.exit_code == 1 and "n_ctx" in result.output
+
+
+def _console(args: list[str]):
+    """`sept ARGS` as a user runs it: the console script in a subprocess; its exit code and stderr."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    done = subprocess.run([sys.executable, "-m", "sept", *args], capture_output=True, text=True, timeout=300)
+    return SimpleNamespace(exit_code=done.returncode, output=done.stderr)
 
 
 def test_cli_yaml_config_fold_and_zero_shot(backbone, palm_dataset, clap_checkpoint, clap_tokenizer_dir, tmp_path,

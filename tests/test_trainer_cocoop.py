@@ -13,7 +13,7 @@ from sept.trainer.audio_cache import AudioCache
 from sept.trainer.config import make_config
 from sept.trainer.data import few_shot, load_dataset, relabel
 from sept.trainer.learners import CoCoOp, CoOp, build_learner
-from sept.trainer.train import Run, load_checkpoint, predict_logits, remember_backbone, run_epoch
+from sept.trainer.train import Run, load_checkpoint, remember_backbone, run_epoch
 
 CLASSES = ["Cough", "dog", "siren"]
 
@@ -53,12 +53,12 @@ def test_zero_meta_net_reduces_cocoop_to_coop(backbone, palm_dataset, clap_check
         cocoop.meta_net.linear2.weight.zero_()
         cocoop.meta_net.linear2.bias.zero_()
     features = _features(backbone, palm_dataset, cache_dir, 3)
-    expected = predict_logits(coop, features, CLASSES, backbone.logit_scale)
-    logits = predict_logits(cocoop, features, CLASSES, backbone.logit_scale)
+    expected = coop.logits(features, CLASSES, backbone.logit_scale)
+    logits = cocoop.logits(features, CLASSES, backbone.logit_scale)
     assert logits.shape == (3, 3)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
     # chunked evaluation (one clip per text-encoder call) gives the same logits
-    torch.testing.assert_close(predict_logits(cocoop, features, CLASSES, backbone.logit_scale, prompts_per_call=3),
+    torch.testing.assert_close(cocoop.logits(features, CLASSES, backbone.logit_scale, prompts_per_call=3),
                                logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="condition"):
         cocoop(CLASSES)
@@ -94,7 +94,7 @@ def test_training_lowers_loss_and_updates_meta_net(backbone, palm_dataset, clap_
               optimizer=torch.optim.SGD(learner.parameters(), lr=cfg.lr, momentum=cfg.momentum))
 
     def ce():
-        return F.cross_entropy(predict_logits(learner, features, CLASSES, backbone.logit_scale), labels).item()
+        return F.cross_entropy(learner.logits(features, CLASSES, backbone.logit_scale), labels).item()
 
     before = ce()
     for epoch in range(3):

@@ -14,8 +14,7 @@ from sept.trainer.config import ConfigError, make_config
 from sept.trainer.data import few_shot, load_dataset, relabel
 from sept.trainer.learners import CoCoOp, CoOp, DePT, KgCoOp, build_learner
 from sept.trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
-from sept.trainer.train import (Run, learner_param_groups, load_checkpoint, lr_scheduler, predict_logits,
-                                run_epoch, train)
+from sept.trainer.train import Run, load_checkpoint, lr_scheduler, run_epoch, train
 
 BASE = ["Cough", "cafe/restaurant"]          # the sorted split's base half of the fixture's 4 classes
 
@@ -149,7 +148,7 @@ def test_dept_fused_logits_equal_hand_computation(backbone, palm_dataset, clap_c
     raw = AudioCache(cache_dir, backbone, normalize=False).embed([s.path for s in load_dataset(palm_dataset).test[:4]])
     scale = backbone.logit_scale
     with torch.no_grad():
-        logits = predict_logits(dept, raw, BASE, scale)
+        logits = dept.logits(raw, BASE, scale)
         text = dept.base.features(BASE)                                  # [2, 512] before normalization
         cosine = scale * F.normalize(raw, dim=-1) @ F.normalize(text, dim=-1).t()
         film_a = raw * dept.film_audio.scale + dept.film_audio.shift
@@ -157,7 +156,7 @@ def test_dept_fused_logits_equal_hand_computation(backbone, palm_dataset, clap_c
         expected = 0.3 * cosine + 0.7 * head                             # logits, not probabilities
         # another label space (new classes): the cosine logits alone
         new = ["dog", "siren"]
-        new_logits = predict_logits(dept, raw, new, scale)
+        new_logits = dept.logits(raw, new, scale)
         new_expected = scale * F.normalize(raw, dim=-1) @ dept.base(new).t()
     assert not torch.allclose(cosine, head, atol=1e-2)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
@@ -179,7 +178,7 @@ def test_dept_training_loss_by_hand(backbone, palm_dataset, clap_checkpoint, tmp
     dept = build_learner("coop", backbone, BASE, cfg)
     raw, labels = _train_set(backbone, palm_dataset, cache_dir, BASE, normalize=False)
     run = Run(cfg, dept, BASE, raw, labels, backbone.logit_scale,
-              optimizer=torch.optim.SGD(learner_param_groups(dept, cfg), lr=cfg.lr))
+              optimizer=torch.optim.SGD(dept.param_groups(cfg), lr=cfg.lr))
     assert [g["lr"] for g in run.optimizer.param_groups] == pytest.approx([0.0035, 0.0035 * 6.5])
     with torch.no_grad():
         text = dept.base.features(BASE)
@@ -195,7 +194,7 @@ def test_dept_training_loss_by_hand(backbone, palm_dataset, clap_checkpoint, tmp
 
 def _step(learner, cfg, feats, labels, backbone, neighbors):
     run = Run(cfg, learner, BASE, feats, labels, backbone.logit_scale,
-              optimizer=torch.optim.SGD(learner_param_groups(learner, cfg), lr=cfg.lr, momentum=0.9),
+              optimizer=torch.optim.SGD(learner.param_groups(cfg), lr=cfg.lr, momentum=0.9),
               neighbors=neighbors, sampler=NeighborSampler(neighbors.owners, 2, 0), sept=SeptLoss(1.0))
     return run_epoch(run, 0)
 
@@ -216,7 +215,7 @@ def test_dept_with_zero_weight_is_its_base_learner(method, backbone, palm_datase
     unit = AudioCache(cache_dir, backbone).embed([s.path for s in relabel(
         few_shot(load_dataset(palm_dataset).train, 2, 0), BASE)])
     with torch.no_grad():
-        assert torch.equal(predict_logits(dept, raw, BASE, 20.0), predict_logits(base, unit, BASE, 20.0))
+        assert torch.equal(dept.logits(raw, BASE, 20.0), base.logits(unit, BASE, 20.0))
     # one SEPT step each: the neighbors go through the same prompt path, so the whole loss is the base's
     texts = ["dry cough", "coffee shop ambience", "person coughing"]
     owners = torch.tensor([0, 1, 0])

@@ -204,3 +204,66 @@ def test_neighbor_sampler_visits_every_neighbor_each_epoch():
     assert all(torch.equal(a, b) for a, b in zip(sampler.epoch(2, 7), NeighborSampler(owners, 8, 0).epoch(2, 7)))
     assert not all(torch.equal(a, b) for a, b in zip(sampler.epoch(1, 7), sampler.epoch(2, 7)))
     assert len(NeighborSampler(owners[:3], 8, 0).epoch(0, 2)[0]) == 3      # never more than K
+
+
+# --------------------------------------------------------------------------- program structure
+
+def test_the_training_program_names_no_learner_family():
+    """The step and evaluation go through the learner protocol (trainer/learners.py) only."""
+    import re
+    from pathlib import Path
+
+    import sept.trainer.train as program
+
+    source = Path(program.__file__).read_text(encoding="utf-8")
+    named = sorted({m.group(0).lower() for m in re.finditer(r"dept|cocoop|aspl|kgcoop|palm", source, re.IGNORECASE)})
+    assert named == []
+
+
+def test_trainer_errors_are_sept_errors_with_their_old_bases():
+    from sept.errors import SeptError
+    from sept.trainer.train import TrainError
+
+    assert issubclass(ConfigError, SeptError) and issubclass(ConfigError, ValueError)
+    assert issubclass(DataError, SeptError) and issubclass(DataError, ValueError)
+    assert issubclass(TrainError, SeptError) and issubclass(TrainError, RuntimeError)
+
+
+def test_trust_checkpoint_is_off_unless_asked():
+    assert make_config().trust_checkpoint is False
+    assert make_config(overrides=["trust_checkpoint=true"]).trust_checkpoint is True
+    assert "sept clap convert" in make_config().model_json_schema()["properties"]["trust_checkpoint"]["description"]
+
+
+def test_checkpoint_round_trip_restores_every_rng(tmp_path):
+    import random
+
+    from sept.trainer.checkpoints import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    path = save_checkpoint(tmp_path, 3, {"config": {}, "learner": {"w": torch.ones(2)}, "history": []})
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(7), np.random.rand(7), random.random()            # the process draws on
+    state = load_checkpoint(path)
+    restore_rng(state)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+    assert state["epoch"] == 3 and latest_checkpoint(tmp_path) == path
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_3.pt"]    # no temporary left
+
+
+def test_run_progress_on_a_shared_display_removes_its_own_bars():
+    from sept.trainer.progress import RunProgress, new_bar
+
+    bar = new_bar()
+    outer = bar.add_task("runs", total=2, info="")
+    with RunProgress(bar) as progress:
+        task = progress.task("epoch 1/1", 3)
+        progress.advance(task, 2)
+        assert bar.tasks[-1].completed == 2
+    assert [t.id for t in bar.tasks] == [outer]
+    with RunProgress(False) as silent:                           # disabled: every call is a no-op
+        assert silent.task("x", 1) is None
+        silent.advance(None)

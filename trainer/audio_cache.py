@@ -22,13 +22,14 @@ after the crop (`ClapBackbone.htsat_inputs`). `LogmelCache` stores that, same ke
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sept.atomic import atomic_write
 
 
 class _ClipCache:
@@ -55,16 +56,10 @@ class _ClipCache:
         return self.dir / key[:2] / f"{key}{self.suffix}"
 
     def _write_with(self, key: str, save) -> None:
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                save(f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """`save(file object)` writes the entry; it lands whole or not at all (`sept.atomic`)."""
+        buffer = io.BytesIO()
+        save(buffer)
+        atomic_write(self._file(key), buffer.getvalue())
 
 
 class AudioCache(_ClipCache):

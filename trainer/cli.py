@@ -6,6 +6,8 @@
 
 Every `key=value` argument overrides the config field of that name (see trainer/config.py);
 the flags are shortcuts for the common ones. Heavy imports happen inside the commands.
+The trainer's errors (ConfigError, DataError, TrainError) and the store's and CLAP's are
+SeptErrors: they propagate to the `sept` console script, which prints them in one line.
 """
 from __future__ import annotations
 
@@ -18,16 +20,6 @@ import typer
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from sept.neighbor_store import StoreError
-    from sept.clap import BackboneError
-    from sept.trainer.config import ConfigError
-    from sept.trainer.data import DataError
-    from sept.trainer.train import TrainError
-
-    return (ConfigError, DataError, TrainError, StoreError, BackboneError, FileNotFoundError)
 
 
 def _print_results(results: dict) -> None:
@@ -60,30 +52,32 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its latest checkpoint."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this many epochs (resume later)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint",
+        help="Allow loading a pickled .pt CLAP checkpoint, which can run code; prefer `sept clap convert`."),
 ) -> None:
     """Train a prompt learner (optionally with SEPT) and evaluate it; writes results JSON per run."""
     from sept.trainer.config import make_config
 
     given = {k: v for k, v in dict(dataset_root=dataset_root, checkpoint=checkpoint, method=method,
                                    neighbors=neighbors, fold=fold).items() if v is not None}
+    if trust_checkpoint:
+        given["trust_checkpoint"] = "true"
     flags = [f"{k}={v}" for k, v in given.items()]
-    try:
-        cfg = make_config(config, list(overrides or []) + flags)
-        from sept.trainer.train import train as train_run, train_seeds
-        from sept.trainer.metrics import format_summary
+    cfg = make_config(config, list(overrides or []) + flags)
+    from sept.trainer.train import train as train_run, train_seeds
+    from sept.trainer.metrics import format_summary
 
-        if seeds:
-            try:
-                seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-            except ValueError:
-                _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
-            summary = train_seeds(cfg, seed_list, resume=resume, show_progress=not quiet)
-            for line in format_summary(summary["summary"]):
-                typer.echo(line)
-            return
-        results = train_run(cfg, resume=resume, stop_after=stop_after, show_progress=not quiet)
-    except _known_errors() as e:
-        _fail(str(e))
+    if seeds:
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+        summary = train_seeds(cfg, seed_list, resume=resume, show_progress=not quiet)
+        for line in format_summary(summary["summary"]):
+            typer.echo(line)
+        return
+    results = train_run(cfg, resume=resume, stop_after=stop_after, show_progress=not quiet)
     if "stopped_at_epoch" in results:
         typer.echo(f"stopped after epoch {results['stopped_at_epoch']}; continue with --resume ({results['run_dir']})")
         return
@@ -97,12 +91,9 @@ def eval_(
     epoch: Optional[int] = typer.Option(None, "--epoch", help="Checkpoint epoch (default: the latest)."),
 ) -> None:
     """Evaluate a trained run on its test split(s) and on other datasets; writes <run>/eval.json."""
-    try:
-        from sept.trainer.train import evaluate_run
+    from sept.trainer.train import evaluate_run
 
-        results = evaluate_run(run_dir, targets=list(target or []), epoch=epoch)
-    except _known_errors() as e:
-        _fail(str(e))
+    results = evaluate_run(run_dir, targets=list(target or []), epoch=epoch)
     _print_results(results)
     typer.echo(f"results: {Path(run_dir) / 'eval.json'}")
 

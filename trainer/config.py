@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sept.errors import SeptError
 from sept.splits import SplitPolicy
 
 
-class ConfigError(ValueError):
+class ConfigError(SeptError, ValueError):
     """A configuration value or file is invalid; the message names the parameter."""
 
 
@@ -45,6 +46,8 @@ class TrainConfig(BaseModel):
     amodel: str = "HTSAT-tiny"
     enable_fusion: bool = False
     tokenizer: str | None = None
+    trust_checkpoint: bool = Field(False, description=(
+        "allow loading a pickled .pt CLAP checkpoint, which can run code; prefer `sept clap convert`"))
     device: str = "auto"                   # auto: cuda if available, else cpu
     precision: Literal["fp32", "bf16"] = "fp32"   # bf16: autocast of the training step, on CUDA only
     logit_scale: float | None = None       # None: CLAP's own exp(logit_scale_a)

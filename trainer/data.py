@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sept.errors import SeptError
+
 # Few-shot draws use their own generator so the subset depends on (seed, data) only, not on
 # anything else the process has drawn, and PCG64 streams are the same on every platform.
 FEW_SHOT_STREAM = 0x5E97
 
 
-class DataError(ValueError):
+class DataError(SeptError, ValueError):
     """The dataset cannot be used as given; the message names the file, line or class."""
 
 

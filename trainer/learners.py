@@ -1,4 +1,5 @@
-"""Prompt learners: each maps texts (class names or neighbor texts) to joint-space embeddings.
+"""Prompt learners: each maps texts (class names or neighbor texts) to joint-space embeddings,
+and owns how its embeddings become a training step's loss and an evaluation's logits.
 
 One interface, `Learner.forward(texts, owners) -> [N, 512]` unit-norm:
   texts   N strings (a class name, or a neighbor text of some class)
@@ -7,10 +8,18 @@ One interface, `Learner.forward(texts, owners) -> [N, 512]` unit-norm:
 Neighbors go through the same call as their classes, which is what SEPT needs. Learners that
 keep per-class parameters (PALM) read `owners`; the others ignore it.
 
+The training program (trainer/train.py) knows only this protocol, one call each:
+  step_loss(audio, labels, classes, logit_scale) -> Step   CE + the learner's own terms
+  sept_embeddings(step, texts, owners) -> (z [C, D], p [S, D])   what SEPT compares
+  logits(audio, classes, logit_scale) -> [N, C]            evaluation (no gradients)
+  param_groups(cfg)                                        the SGD parameter groups
+  audio_normalized                                         whether audio arrives unit-norm
+and `audio_normalized(cfg)` says the same before a learner exists (the audio cache is built first).
+
 A *conditional* learner (`conditional = True`, CoCoOp) builds its prompts from audio as well:
 `forward(texts, owners, condition)` takes audio features condition [B, 512] and returns one
-embedding per (clip, text), [B, N, 512]. The loop and evaluation check the flag to score each
-clip against its own class embeddings.
+embedding per (clip, text), [B, N, 512]; its step and logits score each clip against its own
+class embeddings.
 
 The prompt learners (CoOp, CoCoOp, KgCoOp) also have `features(...)`: the same embeddings before
 normalization, which DePT's FiLM reads; `DePT` wraps any of them (`dept=true`), see its docstring.
@@ -21,16 +30,31 @@ only on its own parameters. Adding a method = one class here + one entry in LEAR
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+# Conditional learners encode clips x classes prompts at evaluation; this bounds one text-encoder call.
+PROMPTS_PER_CALL = 1024
+
+
+class Step(NamedTuple):
+    """One training step's loss and what SEPT's term of the same step reuses."""
+
+    loss: torch.Tensor                # CE (+ the learner's own terms), a scalar with gradients
+    parts: dict[str, float]           # its named terms for the history ("ce", ...)
+    classes: list[str]                # the step's label space
+    class_embeddings: torch.Tensor    # [C, D] unit-norm; a conditional learner's [B, C, D]
+    audio: torch.Tensor               # [B, D] the unit-norm audio features the logits used
+
+
 class Learner(nn.Module):
     trainable = True
     conditional = False       # True: forward also takes audio features and returns [B, N, 512]
-    decoupled = False         # True (DePT): a linear head beside the cosine logits, see `DePT`
+    audio_normalized = True   # False (DePT): audio features arrive before normalization
 
     def __init__(self, backbone, classes: list[str], cfg):
         super().__init__()
@@ -48,6 +72,56 @@ class Learner(nn.Module):
         """[N] owners of class-name texts: their index in `classes`, -1 if unseen."""
         index = {c: i for i, c in enumerate(self.classes)}
         return torch.tensor([index.get(t, -1) for t in texts], dtype=torch.long)
+
+    # ---- the pieces a step is made of; a conditional learner overrides them together
+
+    def class_embeddings(self, classes: list[str], owners: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The class embeddings that score audio [B, D]: [C, D] (a conditional learner's [B, C, D])."""
+        return self(classes, owners)
+
+    def score(self, audio: torch.Tensor, z: torch.Tensor, logit_scale: float) -> torch.Tensor:
+        """Logits [B, C] of audio [B, D] against `class_embeddings` z."""
+        return logit_scale * audio.to(z.dtype) @ z.t()
+
+    def label_rows(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each clip's own-label row [B, D] of `class_embeddings` (or their features) z."""
+        return z[labels]
+
+    def regularized(self, classes: list[str], z: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """The (texts, embeddings [N, D]) pairs `regularizer` sees of a step's class embeddings z."""
+        return classes, z
+
+    # ---- the protocol of the training step and evaluation
+
+    def step_loss(self, audio: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                  logit_scale: float) -> Step:
+        """CE over `classes` of audio features [B, D] (as `audio_normalized` says) + `regularizer`."""
+        z = self.class_embeddings(classes, torch.arange(len(classes)), audio)
+        ce = F.cross_entropy(self.score(audio, z, logit_scale).float(), labels)
+        loss = ce + self.regularizer(*self.regularized(classes, z))
+        return Step(loss, {"ce": ce.item()}, classes, z, audio)
+
+    def sept_embeddings(self, step: Step, texts: list[str], owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SEPT's class embeddings z [C, D] and neighbor embeddings p [S, D] for the step `step`
+        (neighbor texts with their owners [S]): the step's own class embeddings, the neighbors
+        through the same prompt."""
+        return step.class_embeddings, self(texts, owners)
+
+    @torch.no_grad()
+    def logits(self, audio: torch.Tensor, classes: list[str], logit_scale: float,
+               prompts_per_call: int = PROMPTS_PER_CALL) -> torch.Tensor:
+        """Audio features [N, D] -> logits [N, C] = scale * a @ z^T over the label space `classes`
+        (no gradients). prompts_per_call bounds one text-encoder call of a conditional learner."""
+        return self.eval_logits(audio, classes, logit_scale, prompts_per_call)
+
+    def eval_logits(self, audio, classes, logit_scale, prompts_per_call):
+        """`logits` without its no_grad (what subclasses override)."""
+        z = self(classes, self.class_owners(classes)).float()                  # [C, D]
+        return logit_scale * audio.to(z.device).float() @ z.t()
+
+    def param_groups(self, cfg) -> list[dict]:
+        """SGD parameter groups: one, at the run's lr."""
+        return [{"params": list(self.parameters())}]
 
 
 class _TextMemo:
@@ -151,6 +225,10 @@ class CoOp(Learner):
     def forward(self, texts, owners=None):
         return F.normalize(self.features(texts, owners), dim=-1)
 
+    def class_features(self, classes, owners, audio):
+        """`class_embeddings` before normalization (DePT reads them)."""
+        return self.features(classes, owners)
+
 
 class CoCoOp(CoOp):
     """CoCoOp (Zhou et al., CVPR 2022): CoOp's context plus an instance-conditional token bias.
@@ -199,6 +277,42 @@ class CoCoOp(CoOp):
         shifted = inputs.unsqueeze(0) + bias[:, None, None, :] * at_ctx       # [B, N, L, 768]
         z = self.backbone.encode_token_embeddings(shifted.flatten(0, 1), mask.repeat(B, 1), normalize=False)
         return z.view(B, N, -1)
+
+    # each clip against its own class embeddings [B, C, D]
+
+    def class_embeddings(self, classes, owners, audio):
+        return self(classes, owners, condition=audio)
+
+    def class_features(self, classes, owners, audio):
+        return self.features(classes, owners, condition=audio)
+
+    def score(self, audio, z, logit_scale):
+        return logit_scale * torch.einsum("bd,bcd->bc", audio.to(z.dtype), z)
+
+    def label_rows(self, z, labels):
+        return z[torch.arange(len(labels), device=labels.device), labels]
+
+    def regularized(self, classes, z):
+        return classes * z.shape[0], z.flatten(0, 1)
+
+    def sept_embeddings(self, step, texts, owners):
+        """Classes and neighbors through the same prompt, conditioned once per batch on its mean
+        audio feature (renormalized): C + S passes."""
+        classes = step.classes
+        mean = F.normalize(step.audio.float().mean(0, keepdim=True), dim=-1)            # [1, D]
+        both = self(classes + texts, torch.cat([torch.arange(len(classes)), owners]), condition=mean)[0]
+        return both[:len(classes)], both[len(classes):]                                 # [C, D], [S, D]
+
+    def eval_logits(self, audio, classes, logit_scale, prompts_per_call):
+        """Clips go through the prompts in chunks of max(1, prompts_per_call // C)."""
+        owners = self.class_owners(classes)
+        per_call = max(1, prompts_per_call // len(classes))
+        chunks = []
+        for start in range(0, len(audio), per_call):
+            part = audio[start:start + per_call]
+            z = self(classes, owners, condition=part).float()                          # [b, C, D]
+            chunks.append(logit_scale * torch.einsum("bd,bcd->bc", part.to(z.device).float(), z))
+        return torch.cat(chunks) if chunks else audio.new_zeros((0, len(classes)))
 
 
 class KgCoOp(CoOp):
@@ -281,9 +395,11 @@ class DePT(Learner):
                 reference fuses them; any other label space (new classes, other datasets): cosine alone.
     The cosine logits and everything else (SEPT's neighbors, KgCoOp's regularizer) go through the
     base learner unchanged: `forward` is the base learner's forward. w = 0 is the base learner.
+    Audio features arrive before normalization (`audio_normalized = False`): the cosine logits use
+    them normalized, the head their FiLM'd raw form.
     """
 
-    decoupled = True
+    audio_normalized = False
 
     def __init__(self, base: Learner, cfg):
         super().__init__(base.backbone, base.classes, cfg)
@@ -326,6 +442,40 @@ class DePT(Learner):
         head = self.head(self.film_audio(audio.to(cosine_logits.dtype)))
         return (1 - self.weight) * cosine_logits + self.weight * head
 
+    def step_loss(self, audio, labels, classes, logit_scale):
+        """(1 - w) CE(cosine logits) + w CE(head logits) + the base's regularizer; audio [B, D]
+        before normalization. The head learns from the text feature of each clip's label and from
+        the clip (elp_coop.py)."""
+        base = self.base
+        unit = F.normalize(audio.float(), dim=-1)
+        raw_text = base.class_features(classes, torch.arange(len(classes)), unit)   # [C, D] or [B, C, D]
+        z = F.normalize(raw_text, dim=-1)
+        ce = F.cross_entropy(base.score(unit, z, logit_scale).float(), labels)
+        parts = {"ce": ce.item()}
+        head_logits, head_labels = self.head_training_logits(base.label_rows(raw_text, labels), audio, labels)
+        head_ce = F.cross_entropy(head_logits.float(), head_labels)
+        parts["head_ce"] = head_ce.item()
+        ce = (1 - self.weight) * ce + self.weight * head_ce
+        loss = ce + self.regularizer(*base.regularized(classes, z))
+        return Step(loss, parts, classes, z, unit)
+
+    def sept_embeddings(self, step, texts, owners):
+        return self.base.sept_embeddings(step, texts, owners)
+
+    def eval_logits(self, audio, classes, logit_scale, prompts_per_call):
+        """In its own (base) label space (1 - w) * cosine logits + w * head logits; in any other
+        (new classes, other datasets) the cosine logits alone."""
+        logits = self.base.eval_logits(F.normalize(audio.float(), dim=-1), classes, logit_scale, prompts_per_call)
+        if list(classes) == self.classes:
+            logits = self.fuse(logits, audio.to(logits.device).float())
+        return logits
+
+    def param_groups(self, cfg):
+        """The prompt's at lr; the head's and FiLMs' at dept_lr_mult x lr (DePT's STAGED_LR over
+        its 'linear_probe' and 'film' layers)."""
+        return [{"params": self.prompt_parameters()},
+                {"params": self.head_parameters(), "lr": cfg.lr * cfg.dept_lr_mult}]
+
 
 LEARNERS: dict[str, type[Learner]] = {
     "zeroshot": ZeroShot,
@@ -338,6 +488,17 @@ LEARNERS: dict[str, type[Learner]] = {
 
 # the text-side learners DePT plugs into (Koorye/DePT ships CoOp, CoCoOp, KgCoOp and MaPLe variants)
 DEPT_METHODS = ("coop", "cocoop", "kgcoop")
+
+
+def audio_normalized(cfg) -> bool:
+    """Whether the learner `cfg` builds reads unit-norm audio features (its `audio_normalized`),
+    known before the learner exists: the audio cache is made first."""
+    return not getattr(cfg, "dept", False)
+
+
+def method_label(cfg) -> str:
+    """The method as run names spell it: the method, "-dept" appended for a DePT-wrapped one."""
+    return cfg.method + ("-dept" if getattr(cfg, "dept", False) else "")
 
 
 def build_learner(method: str, backbone, classes: list[str], cfg) -> Learner:

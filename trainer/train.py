@@ -2,20 +2,19 @@
 
 Read top to bottom: `train` builds everything, `run_epoch` is one pass over the few-shot set
 (audio features come from the cache; the SEPT term is added to the cross-entropy), `evaluate`
-scores a label space. Randomness: few-shot subset, batch order and neighbor subsets derive from
+scores a label space. The step and evaluation know only the learner protocol (trainer/learners.py:
+`step_loss`, `sept_embeddings`, `logits`, `param_groups`), never a method. Randomness: few-shot subset, batch order and neighbor subsets derive from
 (seed, epoch) alone, and the backbone stays in eval mode, so a run resumed from its epoch-k
 checkpoint continues exactly as the uninterrupted run.
 
-Run folder <out_dir>/<run_name>/: config.json, checkpoints/epoch_<e>.pt, results.json.
+Run folder <out_dir>/<run_name>/: config.json, split.json (base-to-new), checkpoints/epoch_<e>.pt
+(trainer/checkpoints.py), results.json; `evaluate_run` adds eval.json.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import pickle
 import random
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,26 +23,26 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from sept.atomic import atomic_write_json
 from sept.trainer.audio_cache import AudioCache
 from sept.trainer.audio_prompts import (
     GRAD_CLIP, AudioPrompt, PromptedAudio, audio_features_source, build_audio_prompt, trainable_counts,
 )
+from sept.trainer.checkpoints import (
+    check_resumable, checkpoint_dir, checkpoint_path, latest_checkpoint, load_checkpoint, restore_rng,
+    save_checkpoint,
+)
 from sept.trainer.config import TrainConfig, config_from_dict
 from sept.trainer.data import AudioDataset, Sample, few_shot, load_dataset, relabel
-from sept.trainer.learners import Learner, build_learner
+from sept.trainer.errors import TrainError
+from sept.trainer.learners import Learner, audio_normalized, build_learner, method_label
 from sept.trainer.metrics import classification_metrics, harmonic_mean, summarize
+from sept.trainer.progress import RunProgress
 from sept.trainer.sept_loss import NeighborSampler, NeighborSet, SeptLoss
 from sept.splits import Split, SplitError, resolve_split
 
 BATCH_STREAM = 0x5E97_0001
-# Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "eval_every", "targets", "device", "out_dir", "cache_dir"}
-
-
-class TrainError(RuntimeError):
-    """The run cannot start or continue as configured; the message says why."""
 
 
 def resolve_device(name: str) -> str:
@@ -63,7 +62,7 @@ def run_name(cfg: TrainConfig, dataset: str) -> str:
         return cfg.run_name
     from sept.names import dataset_slug
 
-    parts = [dataset_slug(dataset), cfg.method + ("-dept" if cfg.dept else "")]
+    parts = [dataset_slug(dataset), method_label(cfg)]
     if cfg.fold is not None:
         parts.append(f"fold{cfg.fold}")
     if cfg.base_to_new and cfg.split != "sorted":
@@ -75,15 +74,6 @@ def run_name(cfg: TrainConfig, dataset: str) -> str:
     if cfg.audio_prompt != "none":
         parts.append(cfg.audio_prompt)
     return "-".join(parts + [f"seed{cfg.seed}"])
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- neighbors
@@ -108,20 +98,25 @@ def check_neighbor_classes(version, dataset: str, dataset_classes: list[str], le
     return served.record()
 
 
-def load_neighbors(cfg: TrainConfig, backbone, dataset_classes: list[str], learner_classes: list[str],
-                   split: Split | None = None, dataset: str = "") -> tuple[NeighborSet, dict[str, Any]]:
-    """Neighbors of `learner_classes` from version `cfg.neighbors`, with margins for this backbone.
-
-    The version must cover the learner's classes and may only have seen them
-    (`check_neighbor_classes`). Margins are read from the store under the backbone fingerprint,
-    or computed (manual templates `cfg.margin_templates`) and attached.
-    """
+def read_neighbor_version(cfg: TrainConfig, dataset: str, dataset_classes: list[str], learner_classes: list[str],
+                          split: Split | None):
+    """The run's neighbor version `cfg.neighbors`, read once and checked (`check_neighbor_classes`)
+    before anything heavy: (store, version, what the run records about it)."""
     from sept.neighbor_store import Store
 
     store = Store(cfg.store)
     version = store.read(cfg.neighbors)
     seen = check_neighbor_classes(version, dataset or version.dataset, dataset_classes, learner_classes, split,
                                   cfg.allow_visible_new)
+    return store, version, seen
+
+
+def load_neighbors(cfg: TrainConfig, backbone, store, version, learner_classes: list[str],
+                   seen: dict[str, Any]) -> tuple[NeighborSet, dict[str, Any]]:
+    """Neighbors of `learner_classes` from `version` (checked by `read_neighbor_version`, whose
+    record is `seen`), with margins for this backbone: read from the store under the backbone
+    fingerprint, or computed (manual templates `cfg.margin_templates`) and attached.
+    """
     margins = store.read_margins(version.ref, backbone.fingerprint)
     origin = "store"
     if margins is None:
@@ -173,8 +168,19 @@ class Run:
     sampler: NeighborSampler | None = None
     sept: SeptLoss | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-    audio_prompt: AudioPrompt | None = None  # ASPL: FiLM inside HTSAT, trained with the learner
+    audio_prompt: AudioPrompt | None = None  # FiLM inside HTSAT, trained with the learner
     audio_inputs: dict[str, torch.Tensor] | None = None   # its HTSAT inputs of the few-shot set {"mel", "longer"}
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds of the run (trainer/checkpoints.py adds the epoch and RNG state)."""
+        return {
+            "config": self.cfg.to_dict(),
+            "learner": self.learner.state_dict(),
+            "audio_prompt": self.audio_prompt.state_dict() if self.audio_prompt is not None else None,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "history": self.history,
+        }
 
     @property
     def steps_per_epoch(self) -> int:
@@ -182,61 +188,34 @@ class Run:
 
     def audio(self, idx: torch.Tensor) -> torch.Tensor:
         """Audio embeddings [B, D] of few-shot clips `idx`: the cached ones, or HTSAT through the
-        audio prompt from the stored log-mel (gradients flow into the prompt); before normalization
-        for DePT, as its cache holds them."""
+        audio prompt from the stored log-mel (gradients flow into the prompt); unit-norm or not as
+        the learner reads them (`audio_normalized`), as its cache holds them."""
         if self.audio_prompt is None:
             return self.features[idx]
         return self.audio_prompt.encode({k: v[idx] for k, v in self.audio_inputs.items()},
-                                        normalize=not self.learner.decoupled)
+                                        normalize=self.learner.audio_normalized)
+
+
+def load_trained(learner: Learner, audio_prompt: AudioPrompt | None, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's trained parameters `state` (from `path`) into the learner and audio prompt."""
+    learner.load_state_dict(state["learner"])
+    if audio_prompt is not None:
+        if state.get("audio_prompt") is None:
+            raise TrainError(f"{path}: no audio prompt state, but the run's audio_prompt is {audio_prompt.kind!r}")
+        audio_prompt.load_state_dict(state["audio_prompt"])
 
 
 def class_step_loss(run: Run, audio: torch.Tensor, labels: torch.Tensor, chunk: torch.Tensor | None):
-    """One step's loss: CE over the learner's classes + learner regularizer + SEPT on `chunk`.
+    """One step's loss: the learner's (CE over its classes + its own terms) + SEPT on `chunk`.
 
-    audio [B, D]. A conditional learner (CoCoOp) gives each clip its own class embeddings
-    [B, C, D]; its SEPT term uses one prompt conditioned on the batch's mean audio feature.
-    DePT (a decoupled learner): audio arrives before normalization; the cosine logits use it
-    normalized, the head its FiLM'd raw form, and CE becomes (1 - w) CE(cosine) + w CE(head).
+    audio [B, D], as the learner reads it. The learner gives SEPT its class and neighbor
+    embeddings for this step (`sept_embeddings`).
     """
-    owners = torch.arange(len(run.classes))
-    dept = run.learner.decoupled
-    raw_audio = audio
-    if dept:
-        audio = F.normalize(audio.float(), dim=-1)
-    condition = {"condition": audio} if run.learner.conditional else {}
-    if dept:
-        raw_text = run.learner.features(run.classes, owners, **condition)  # [C, D] or [B, C, D]
-        embeddings = F.normalize(raw_text, dim=-1)
-    else:
-        embeddings = run.learner(run.classes, owners, **condition)
-    if run.learner.conditional:
-        zb = embeddings                                                     # [B, C, D]
-        logits = run.logit_scale * torch.einsum("bd,bcd->bc", audio.to(zb.dtype), zb)
-        loss_z, loss_texts = zb.flatten(0, 1), run.classes * len(audio)
-    else:
-        z = embeddings                                                      # [C, D]
-        logits = run.logit_scale * audio.to(z.dtype) @ z.t()               # [B, C]
-        loss_z, loss_texts = z, run.classes
-    ce = F.cross_entropy(logits.float(), labels)
-    parts = {"ce": ce.item()}
-    if dept:
-        # the head learns from the text feature of each clip's label and from the clip (elp_coop.py)
-        text = raw_text[torch.arange(len(labels), device=labels.device), labels] if run.learner.conditional else raw_text[labels]
-        head_logits, head_labels = run.learner.head_training_logits(text, raw_audio, labels)
-        head_ce = F.cross_entropy(head_logits.float(), head_labels)
-        parts["head_ce"] = head_ce.item()
-        w = run.learner.weight
-        ce = (1 - w) * ce + w * head_ce
-    loss = ce + run.learner.regularizer(loss_texts, loss_z)
+    step = run.learner.step_loss(audio, labels, run.classes, run.logit_scale)
+    loss, parts = step.loss, step.parts
     if run.neighbors is not None and chunk is not None:
         texts, n_owners, margins = run.neighbors.take(chunk)
-        if run.learner.conditional:
-            # classes and neighbors through the same prompt, conditioned once per batch: C + S passes
-            mean = F.normalize(audio.float().mean(0, keepdim=True), dim=-1)            # [1, D]
-            both = run.learner(run.classes + texts, torch.cat([owners, n_owners]), condition=mean)[0]
-            z, p = both[:len(run.classes)], both[len(run.classes):]                     # [C, D], [S, D]
-        else:
-            p = run.learner(texts, n_owners)                               # [S, D]
+        z, p = run.learner.sept_embeddings(step, texts, n_owners)
         sept, terms = run.sept(z, p, n_owners, margins)
         loss = loss + sept
         parts.update(terms)
@@ -280,7 +259,7 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if run.audio_prompt is not None:
-            # ASPL's reference clips the norm over every trained parameter (utils/trainer.py)
+            # the audio prompt's reference clips the norm over every trained parameter (utils/trainer.py)
             torch.nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], GRAD_CLIP)
         run.optimizer.step()
         for k, v in parts.items():
@@ -294,114 +273,37 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
 
 # --------------------------------------------------------------------------- evaluation
 
-# Conditional learners encode clips x classes prompts; this bounds one text-encoder call.
-PROMPTS_PER_CALL = 1024
-
-
-@torch.no_grad()
-def predict_logits(learner: Learner, features: torch.Tensor, classes: list[str], logit_scale: float,
-                   prompts_per_call: int = PROMPTS_PER_CALL) -> torch.Tensor:
-    """Audio features [N, D] -> logits [N, C] = scale * a @ z^T over the label space `classes`.
-
-    A conditional learner's z depends on the clip ([N, C, D] in all), so clips go through it in
-    chunks of max(1, prompts_per_call // C).
-    DePT: features before normalization; in its own (base) label space the logits are
-    (1 - w) * cosine logits + w * head logits, in any other (new classes, other datasets) the
-    cosine logits alone.
-    """
-    owners = learner.class_owners(classes)
-    raw = features
-    if learner.decoupled:
-        features = F.normalize(features.float(), dim=-1)
-    if not learner.conditional:
-        z = learner(classes, owners).float()                                # [C, D]
-        logits = logit_scale * features.to(z.device).float() @ z.t()
-    else:
-        per_call = max(1, prompts_per_call // len(classes))
-        chunks = []
-        for start in range(0, len(features), per_call):
-            audio = features[start:start + per_call]
-            z = learner(classes, owners, condition=audio).float()          # [b, C, D]
-            chunks.append(logit_scale * torch.einsum("bd,bcd->bc", audio.to(z.device).float(), z))
-        logits = torch.cat(chunks) if chunks else features.new_zeros((0, len(classes)))
-    if learner.decoupled and list(classes) == learner.classes:
-        logits = learner.fuse(logits, raw.to(logits.device).float())
-    return logits
-
-
 def evaluate(learner: Learner, features: torch.Tensor, labels: list[int], classes: list[str],
              logit_scale: float) -> dict[str, Any]:
     """Metrics of `learner` on audio features [N, D] in the label space `classes`."""
-    logits = predict_logits(learner, features, classes, logit_scale)
+    logits = learner.logits(features, classes, logit_scale)
     return classification_metrics(labels, logits.argmax(1).cpu().numpy(), classes)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(checkpoint_dir(run_dir).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    return found[-1] if found else None
+def _embed(cache: "AudioCache | PromptedAudio", samples: list[Sample], progress: RunProgress, what: str) -> torch.Tensor:
+    task = progress.task(f"audio {what}", len(samples))
+    feats = cache.embed([s.path for s in samples], progress=lambda n: progress.advance(task, n))
+    progress.complete(task, len(samples))
+    return feats
 
 
-def save_checkpoint(run: Run, run_dir: Path, epoch: int) -> Path:
-    path = checkpoint_dir(run_dir) / f"epoch_{epoch}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "epoch": epoch,
-        "config": run.cfg.to_dict(),
-        "learner": run.learner.state_dict(),
-        "audio_prompt": run.audio_prompt.state_dict() if run.audio_prompt is not None else None,
-        "optimizer": run.optimizer.state_dict() if run.optimizer else None,
-        "scheduler": run.scheduler.state_dict() if run.scheduler else None,
-        "history": run.history,
-        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()},
-    }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _numpy_rng_state() -> dict[str, Any]:
-    # numpy's state tuple holds an ndarray, which only full pickle can load: store it as a tensor
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _set_numpy_rng_state(state: dict[str, Any]) -> None:
-    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
-                         state["has_gauss"], state["cached_gaussian"]))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A run checkpoint: tensors and plain types only, loaded without running pickle code.
-
-    `weights_only=True` refuses any other object (a class, a function, an ndarray), so a
-    checkpoint from elsewhere cannot execute code when it is resumed or evaluated."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise TrainError(f"{path}: refused, the checkpoint holds objects other than tensors and plain "
-                         f"values, which sept never saves ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError) as e:
-        raise TrainError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "learner" not in state:
-        raise TrainError(f"{path}: not a sept run checkpoint (no 'learner' state)")
-    return state
-
-
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    now = cfg.to_dict()
-    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diff:
-        raise TrainError(f"cannot resume from {path}: the configuration changed ({'; '.join(diff)})")
+def evaluate_all(learner: Learner, cache, eval_splits: dict[str, tuple[list[str], list[Sample]]],
+                 targets: list[AudioDataset], logit_scale: float, progress: RunProgress,
+                 base_to_new: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's test figures, for `train` and `evaluate_run` alike: (metrics per split, with H in
+    base-to-new; metrics per cross-dataset target)."""
+    metrics: dict[str, Any] = {}
+    for split, (split_classes, samples) in eval_splits.items():
+        feats = _embed(cache, samples, progress, f"test {split}")
+        metrics[split] = evaluate(learner, feats, [s.label for s in samples], split_classes, logit_scale)
+    if base_to_new:
+        metrics["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+    transfer = {}
+    for target in targets:
+        feats = _embed(cache, target.test, progress, f"test {target.name}")
+        transfer[target.name] = evaluate(learner, feats, [s.label for s in target.test], target.classes,
+                                         logit_scale)
+    return metrics, transfer
 
 
 # --------------------------------------------------------------------------- the program
@@ -416,79 +318,19 @@ def run_split(cfg: TrainConfig, ds: AudioDataset) -> Split | None:
         raise TrainError(f"parameter 'split': {e}") from None
 
 
-def _splits(cfg: TrainConfig, ds: AudioDataset) -> tuple[list[str], dict[str, tuple[list[str], list[Sample]]]]:
-    """The learner's classes and the evaluation label spaces {split: (classes, samples)}."""
-    split = run_split(cfg, ds)
+def _splits(ds: AudioDataset, split: Split | None) -> tuple[list[str], dict[str, tuple[list[str], list[Sample]]]]:
+    """The learner's classes and the evaluation label spaces {split: (classes, samples)}, of the
+    run's already resolved `split` (`run_split`)."""
     if split is not None:
         base, new = split.base, split.new
         return base, {"base": (base, relabel(ds.test, base)), "new": (new, relabel(ds.test, new))}
     return ds.classes, {"all": (ds.classes, ds.test)}
 
 
-class _Progress:
-    """Rich progress bar, one task per epoch (silent when disabled).
-
-    `enabled` may be a running rich Progress (a sweep's, whose bar over runs sits above): the
-    run's bars are added to it and removed when the run ends."""
-
-    def __init__(self, enabled):
-        self.bar = None
-        self.shared = not isinstance(enabled, bool) and enabled is not None
-        if self.shared:
-            self.bar = enabled
-            self._own_tasks: list = []
-        elif enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-
-    def __enter__(self):
-        if self.bar and not self.shared:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.shared:
-            for task in self._own_tasks:
-                self.bar.remove_task(task)
-        elif self.bar:
-            self.bar.__exit__(*exc)
-
-    def task(self, description: str, total: int):
-        if not self.bar:
-            return None
-        task = self.bar.add_task(description, total=total, info="")
-        if self.shared:
-            self._own_tasks.append(task)
-        return task
-
-    def advance(self, task, n: int = 1) -> None:
-        if self.bar and task is not None:
-            self.bar.advance(task, n)
-
-    def info(self, task, text: str) -> None:
-        if self.bar and task is not None:
-            self.bar.update(task, info=text)
-
-    def log(self, text: str) -> None:
-        if self.bar:
-            self.bar.console.print(text)
-
-
-def learner_param_groups(learner: Learner, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """SGD parameter groups of a learner: one at lr; DePT's head and FiLM at dept_lr_mult x lr
-    (its STAGED_LR over the 'linear_probe' and 'film' layers)."""
-    if learner.decoupled:
-        return [{"params": learner.prompt_parameters()},
-                {"params": learner.head_parameters(), "lr": cfg.lr * cfg.dept_lr_mult}]
-    return [{"params": list(learner.parameters())}]
-
-
 def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     """Per-epoch schedule: none (constant), or cosine over `epochs` (T_max = epochs, to 0); with
     warmup_epochs, those first epochs run every group at warmup_lr, then the cosine starts from
-    each group's lr (dassl's ConstantWarmupScheduler around CosineAnnealingLR, as CoOp and DePT use).
+    each group's lr (dassl's ConstantWarmupScheduler around CosineAnnealingLR, as the reference trainers use).
     """
     if cfg.warmup_epochs == 0:
         if cfg.lr_schedule == "cosine":
@@ -523,15 +365,7 @@ def load_run_backbone(cfg: TrainConfig, device: str):
     if not Path(cfg.checkpoint).expanduser().is_file():
         raise TrainError(f"CLAP checkpoint not found: {cfg.checkpoint}")
     return get_backbone(cfg.checkpoint, amodel=cfg.amodel, enable_fusion=cfg.enable_fusion,
-                        tokenizer=cfg.tokenizer, device=device)
-
-
-def _embed(cache: "AudioCache | PromptedAudio", samples: list[Sample], progress: _Progress, what: str) -> torch.Tensor:
-    task = progress.task(f"audio {what}", len(samples))
-    feats = cache.embed([s.path for s in samples], progress=lambda n: progress.advance(task, n))
-    if task is not None:
-        progress.bar.update(task, completed=len(samples))
-    return feats
+                        tokenizer=cfg.tokenizer, device=device, trust_checkpoint=cfg.trust_checkpoint)
 
 
 def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: int | None = None,
@@ -555,26 +389,24 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
         raise TrainError(f"parameter 'targets': two targets share a dataset name ({', '.join(names)})")
     # cross protocol: targets are only evaluated; nothing of theirs (clips, classes) is trained on
     class_split = run_split(cfg, ds)
-    classes, eval_splits = _splits(cfg, ds)
+    classes, eval_splits = _splits(ds, class_split)
     train_samples = relabel(few_shot(ds.train, cfg.shots, cfg.seed), classes)
     run_dir = Path(cfg.out_dir) / run_name(cfg, ds.name)
     if resume and latest_checkpoint(run_dir) is None:
         raise TrainError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
+    version = None
     if cfg.neighbors:
         # before any audio is encoded: a version that cannot serve this run fails it at once
-        from sept.neighbor_store import Store
-
-        check_neighbor_classes(Store(cfg.store).read(cfg.neighbors), ds.name, ds.classes, classes, class_split,
-                               cfg.allow_visible_new)
+        store, version, seen = read_neighbor_version(cfg, ds.name, ds.classes, classes, class_split)
 
     bb = backbone if backbone is not None else load_run_backbone(cfg, device)
     logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
     audio_prompt = build_audio_prompt(cfg.audio_prompt, bb)
-    # the embedding cache, or (ASPL) the log-mel cache with HTSAT run through the prompt
-    # DePT reads the audio projection before normalization (the cache keeps it so)
-    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=not cfg.dept)
+    # the embedding cache, or with an audio prompt the log-mel cache with HTSAT run through it;
+    # unit-norm or the audio projection before normalization, as the learner reads audio
+    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=audio_normalized(cfg))
 
-    with _Progress(show_progress) as progress:
+    with RunProgress(show_progress) as progress:
         # ---- audio: each clip encoded once, then read from the cache; with an audio prompt the
         # frozen log-mel is what is stored, and HTSAT's rest runs in every step
         audio_inputs = None
@@ -593,8 +425,8 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
         run = Run(cfg, learner, classes, features, labels, logit_scale,
                   audio_prompt=audio_prompt, audio_inputs=audio_inputs)
         neighbor_info = None
-        if cfg.neighbors:
-            run.neighbors, neighbor_info = load_neighbors(cfg, bb, ds.classes, classes, class_split, ds.name)
+        if version is not None:
+            run.neighbors, neighbor_info = load_neighbors(cfg, bb, store, version, classes, seen)
             if len(run.neighbors):
                 run.sampler = NeighborSampler(run.neighbors.owners, cfg.neighbor_budget, cfg.seed)
                 run.sept = SeptLoss(cfg.sept_lambda, cfg.sept_intra, cfg.sept_inter, cfg.sept_zero_margins)
@@ -602,9 +434,9 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
                 run.neighbors = None
         trainable = (learner.trainable or audio_prompt is not None) and cfg.epochs > 0
         if trainable:
-            groups = learner_param_groups(learner, cfg) if learner.trainable else []
+            groups = learner.param_groups(cfg) if learner.trainable else []
             if audio_prompt is not None:
-                # ASPL's FiLM: the prompt's lr and momentum, one SGD (the reference's main.py)
+                # the audio prompt's FiLM: the prompt's lr and momentum, one SGD (the reference's main.py)
                 groups.append({"params": list(audio_prompt.parameters())})
             run.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                             weight_decay=cfg.weight_decay)
@@ -615,23 +447,19 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
         if resume:
             path = latest_checkpoint(run_dir)
             state = load_checkpoint(path)
-            _check_resumable(state["config"], cfg, path)
-            learner.load_state_dict(state["learner"])
-            if audio_prompt is not None:
-                audio_prompt.load_state_dict(state["audio_prompt"])
+            check_resumable(state["config"], cfg.to_dict(), path)
+            load_trained(learner, audio_prompt, state, path)
             if run.optimizer is not None and state["optimizer"] is not None:
                 run.optimizer.load_state_dict(state["optimizer"])
             if run.scheduler is not None and state["scheduler"] is not None:
                 run.scheduler.load_state_dict(state["scheduler"])
             run.history = list(state["history"])
-            torch.set_rng_state(state["rng"]["torch"])
-            _set_numpy_rng_state(state["rng"]["numpy"])
-            random.setstate(state["rng"]["python"])
+            restore_rng(state)
             start_epoch = state["epoch"]
             progress.log(f"resumed from {path} (epoch {start_epoch})")
-        _atomic_json(run_dir / "config.json", cfg.to_dict())
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
         if class_split is not None:
-            _atomic_json(run_dir / "split.json", class_split.to_dict())
+            atomic_write_json(run_dir / "split.json", class_split.to_dict())
 
         # ---- the loop
         last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -643,7 +471,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
             losses["seconds"] = time.perf_counter() - t0
             run.history.append(losses)
             progress.info(task, " ".join(f"{k} {v:.4f}" for k, v in losses.items() if k != "seconds"))
-            save_checkpoint(run, run_dir, epoch + 1)
+            save_checkpoint(run_dir, epoch + 1, run.state())
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 evals[epoch + 1] = {split: evaluate(learner, _embed(cache, s, progress, split).to(device),
                                                     [x.label for x in s], c, logit_scale)["accuracy"]
@@ -652,17 +480,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
             return {"stopped_at_epoch": last, "run_dir": str(run_dir), "history": run.history}
 
         # ---- evaluation
-        metrics: dict[str, Any] = {}
-        for split, (split_classes, samples) in eval_splits.items():
-            feats = _embed(cache, samples, progress, f"test {split}")
-            metrics[split] = evaluate(learner, feats, [s.label for s in samples], split_classes, logit_scale)
-        if cfg.base_to_new:
-            metrics["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
-        transfer = {}
-        for target in targets:
-            feats = _embed(cache, target.test, progress, f"test {target.name}")
-            transfer[target.name] = evaluate(learner, feats, [s.label for s in target.test], target.classes,
-                                             logit_scale)
+        metrics, transfer = evaluate_all(learner, cache, eval_splits, targets, logit_scale, progress, cfg.base_to_new)
 
     results = {
         "run": run_dir.name,
@@ -688,7 +506,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
     if neighbor_info and neighbor_info.get("allow_visible_new"):
         # the leak ablation: its figures are not base-to-new figures
         results["visible_new"] = neighbor_info["visible_new"]
-    _atomic_json(run_dir / "results.json", results)
+    atomic_write_json(run_dir / "results.json", results)
     return results
 
 
@@ -697,7 +515,7 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], **kwargs) -> dict[str, Any]:
     runs = [train(cfg.replace(seed=s), **kwargs) for s in seeds]
     summary = {"seeds": seeds, "runs": [r["run_dir"] for r in runs], "summary": summarize(runs)}
     name = Path(runs[0]["run_dir"]).name.rsplit("-seed", 1)[0]
-    _atomic_json(Path(cfg.out_dir) / f"{name}-summary.json", summary)
+    atomic_write_json(Path(cfg.out_dir) / f"{name}-summary.json", summary)
     return summary
 
 
@@ -715,13 +533,13 @@ def evaluate_run(run_dir: str | Path, *, targets: list[str] | None = None, backb
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset_root, cfg.fold, cfg.train_csv, cfg.test_csv, cfg.dataset_name)
     target_sets = [load_dataset(t) for t in (targets or [])]
-    classes, eval_splits = _splits(cfg, ds)
+    class_split = run_split(cfg, ds)
+    classes, eval_splits = _splits(ds, class_split)
     saved_split = run_dir / "split.json"
-    if saved_split.is_file():
-        class_split = run_split(cfg, ds)
-        if class_split is not None and json.loads(saved_split.read_text(encoding="utf-8")) != class_split.to_dict():
-            raise TrainError(f"{saved_split}: the run was trained on another split than {cfg.split!r} gives now "
-                             f"(has its split file changed?)")
+    if class_split is not None and saved_split.is_file() and \
+            json.loads(saved_split.read_text(encoding="utf-8")) != class_split.to_dict():
+        raise TrainError(f"{saved_split}: the run was trained on another split than {cfg.split!r} gives now "
+                         f"(has its split file changed?)")
     bb = backbone if backbone is not None else load_run_backbone(cfg, device)
     logit_scale = cfg.logit_scale if cfg.logit_scale is not None else bb.logit_scale
     torch.manual_seed(cfg.seed)
@@ -729,27 +547,15 @@ def evaluate_run(run_dir: str | Path, *, targets: list[str] | None = None, backb
     audio_prompt = build_audio_prompt(cfg.audio_prompt, bb)
     used = None
     if (learner.trainable or audio_prompt is not None) and cfg.epochs > 0:
-        path = (checkpoint_dir(run_dir) / f"epoch_{epoch}.pt") if epoch else latest_checkpoint(run_dir)
+        path = checkpoint_path(run_dir, epoch) if epoch else latest_checkpoint(run_dir)
         if path is None or not path.is_file():
             raise TrainError(f"no checkpoint {'for epoch ' + str(epoch) if epoch else ''} in {checkpoint_dir(run_dir)}")
-        state = load_checkpoint(path)
-        learner.load_state_dict(state["learner"])
-        if audio_prompt is not None:
-            if state.get("audio_prompt") is None:
-                raise TrainError(f"{path}: no audio prompt state, but the run's audio_prompt is {cfg.audio_prompt!r}")
-            audio_prompt.load_state_dict(state["audio_prompt"])
+        load_trained(learner, audio_prompt, load_checkpoint(path), path)
         used = str(path)
-    # DePT reads the audio projection before normalization (the cache keeps it so)
-    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=not cfg.dept)
-    metrics: dict[str, Any] = {}
-    for split, (split_classes, samples) in eval_splits.items():
-        feats = cache.embed([s.path for s in samples])
-        metrics[split] = evaluate(learner, feats, [s.label for s in samples], split_classes, logit_scale)
-    if cfg.base_to_new:
-        metrics["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
-    transfer = {t.name: evaluate(learner, cache.embed([s.path for s in t.test]), [s.label for s in t.test],
-                                 t.classes, logit_scale) for t in target_sets}
+    cache = audio_features_source(cfg.cache_dir, bb, audio_prompt, cfg.crop, normalize=audio_normalized(cfg))
+    metrics, transfer = evaluate_all(learner, cache, eval_splits, target_sets, logit_scale, RunProgress(False),
+                                     cfg.base_to_new)
     out = {"run_dir": str(run_dir), "checkpoint": used, "metrics": metrics, "transfer": transfer,
            "cache": {"hits": cache.hits, "misses": cache.misses}}
-    _atomic_json(run_dir / "eval.json", out)
+    atomic_write_json(run_dir / "eval.json", out)
     return out

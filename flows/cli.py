@@ -11,7 +11,7 @@ import typer
 stack_app = typer.Typer(help="The local Prefect stack (server, work pool, deployments, worker, optional vLLM).",
                         no_args_is_help=True)
 
-_DIR = typer.Option(None, "--dir", help="State folder of the stack [default: <repo>/.sept/stack].")
+_DIR = typer.Option(None, "--dir", help="State folder of the stack [default: $SEPT_HOME/stack, SEPT_HOME defaulting to ./.sept].")
 _PORT = typer.Option(4200, "--port", help="Port of the Prefect server (loopback).")
 
 
@@ -36,7 +36,7 @@ def stack_up(
     port: int = _PORT,
     pool: str = typer.Option("sept", "--pool", help="Name of the process work pool."),
     vllm_model: Optional[Path] = typer.Option(None, "--vllm-model", help="Serve this model folder with a local vLLM server."),
-    tiny_llm: bool = typer.Option(False, "--tiny-llm", help="Serve the repo's tiny stand-in LLM (built once; its neighbors are not meaningful)."),
+    tiny_llm: bool = typer.Option(False, "--tiny-llm", help="Serve sept's tiny stand-in LLM (sept.tiny_llm, built once; its neighbors are not meaningful)."),
     vllm_port: int = typer.Option(8000, "--vllm-port", help="Port of the local vLLM server."),
     vllm_url: Optional[str] = typer.Option(None, "--vllm-url", help="Use this running OpenAI-compatible server (…/v1) instead."),
     served_model: Optional[str] = typer.Option(None, "--served-model", help="Model name the vLLM server serves."),

@@ -7,7 +7,7 @@ Models, best first:
 - OPENAI_API_KEY or ANTHROPIC_API_KEY set: that hosted API (deployment `openai` / `anthropic`);
 - else a small instruct model already in the local Hugging Face cache, served by local vLLM;
 - else, when the Hugging Face hub answers, that small instruct model downloaded once into the cache;
-- else (offline) the repo's stand-ins: the tiny LLM of scripts/build_tiny_llm.py served by local vLLM.
+- else (offline) the stand-ins: the tiny LLM of sept.tiny_llm served by local vLLM.
 CLAP: the official LAION-CLAP checkpoint (630k-audioset-best.pt) from $SEPT_CLAP_CHECKPOINT or
 the local Hugging Face cache with the roberta-base tokenizer, else downloaded when the hub answers,
 else a random-weight CLAP. HF_HUB_OFFLINE=1 forbids every download. With a stand-in the output and
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sept.flows.stack import REPO_ROOT, Stack, StackConfig, StackError
+from sept.errors import SeptError
+from sept.flows.stack import Stack, StackConfig, StackError
 
 # small chat models worth serving on a CPU, smallest first
 SMALL_INSTRUCT_MODELS = (
@@ -42,7 +43,7 @@ HUB_PROBE_TIMEOUT = 5.0
 BUILD_TIMEOUT = 1800.0
 
 
-class DemoError(RuntimeError):
+class DemoError(SeptError, RuntimeError):
     """The demo could not run; the message says why and what to do."""
 
 
@@ -150,11 +151,13 @@ def download_official_clap(log: Callable[[str], None]) -> tuple[Path, Path] | No
 
 
 def build_tiny_llm(log: Callable[[str], None]) -> Path:
-    """The tiny stand-in LLM folder, built once (cached by content hash)."""
+    """The tiny stand-in LLM folder (`python -m sept.tiny_llm --cached`), built once (cached by
+    content hash under $SEPT_CACHE or $SEPT_HOME)."""
     log("building the tiny stand-in LLM (once; a few minutes on a CPU) ...")
-    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "build_tiny_llm.py"), "--cached"]
+    # in a child process: training it here would leave torch threads and memory behind
+    cmd = [sys.executable, "-m", "sept.tiny_llm", "--cached"]
     try:
-        res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise DemoError(f"building the tiny LLM took more than {BUILD_TIMEOUT:.0f} s: {shlex.join(cmd)}") from None
     lines = [ln for ln in res.stdout.strip().splitlines() if ln.strip()]
@@ -216,7 +219,7 @@ def run_deployment(stack: Stack, name: str, params: dict[str, str], timeout: flo
             "--watch", "--watch-timeout", str(int(timeout))]
     env = stack.env()
     env.setdefault("COLUMNS", "160")
-    proc = subprocess.Popen(_prefect_cmd() + args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_prefect_cmd() + args, cwd=stack.cfg.workdir, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     out: list[str] = []
     deadline = time.monotonic() + timeout + 60
@@ -284,7 +287,7 @@ def run_demo(root: Path | None = None, port: int = 4200, vllm_port: int = 8000, 
     version = Store(store_root).read(ref)
     slug, full_id = Store(store_root).resolve(version.ref)
     folder = store_root / slug / "versions" / full_id
-    store_opt = "" if store_root == (REPO_ROOT / "neighbor-store") else f" --store {shlex.quote(str(store_root))}"
+    store_opt = "" if store_root == (Path.cwd() / "neighbor-store").resolve() else f" --store {shlex.quote(str(store_root))}"
     echo("")
     echo(f"new version {version.ref}: {len(version.neighbors)} neighbors kept, {len(version.rejected)} rejected, "
          f"{len(version.classes)} classes")

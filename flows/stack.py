@@ -1,12 +1,13 @@
 """The local Prefect stack: server, work pool, concurrency limits, deployments, worker,
 and optionally a vLLM server, all on loopback, all under one state folder.
 
-    stack = Stack(StackConfig(root=".sept/stack", port=4200))
+    stack = Stack(StackConfig(port=4200))   # root: $SEPT_HOME/stack (default ./.sept/stack)
     stack.up()        # idempotent: a healthy stack is left as it is
     stack.status()
     stack.down()      # stops only the processes this stack started
 
-Layout of the state folder (default `<repo>/.sept/stack`):
+Layout of the state folder (default `$SEPT_HOME/stack`, SEPT_HOME defaulting to `./.sept` in
+the working directory; nothing is ever written beside the installed package):
 
     prefect/          PREFECT_HOME (SQLite database, profiles)
     results/          Prefect result + task-cache storage shared by server, worker and CLI
@@ -14,8 +15,13 @@ Layout of the state folder (default `<repo>/.sept/stack`):
     pids/<part>.pid   pid (= process group) of each started process
     stack.json        what was started: pids, start times, ports, the config
     llm-cache/        LLM response cache of a non-default stack (the default one shares
-                      `<repo>/.sept/llm-cache` with `sept generate`)
+                      `$SEPT_HOME/llm-cache` with `sept generate`)
+    prefect.yaml      the deployments file (a copy of the packaged flows/prefect.yaml)
     env.sh            `source` it to point the prefect CLI at this stack
+
+The deployments name their flows by module (`sept.flows.generate:generate_neighbors`), so the
+worker imports them from the installed package; its flow runs start in the stack's working
+directory (`workdir`, the folder `sept stack up` ran in), where relative paths resolve.
 
 Processes are started in their own session (process group) with SIGINT and SIGTERM at
 their defaults, so `down` can stop each one and everything it spawned. Every wait has a
@@ -37,14 +43,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PREFECT_FILE = REPO_ROOT / "flows" / "prefect.yaml"
+from sept.atomic import atomic_write, atomic_write_json
+from sept.errors import SeptError
+from sept.home import sept_home
+
+# read from the package, never written: the stack deploys a copy kept in its state folder
+PREFECT_FILE = Path(__file__).resolve().parent / "prefect.yaml"
+FLOW_FILES = (Path(__file__).resolve().parent / "generate.py",)
 BACKENDS = ("vllm", "vllm-offline", "openai", "anthropic")
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 
 
-class StackError(RuntimeError):
+class StackError(SeptError, RuntimeError):
     """The stack could not be brought up, or is in a state that needs a person."""
 
 
@@ -52,7 +63,9 @@ class StackError(RuntimeError):
 class StackConfig:
     """Where and how the stack runs. Paths may be relative to the current folder."""
 
-    root: Path = REPO_ROOT / ".sept" / "stack"
+    root: Path = field(default_factory=lambda: sept_home() / "stack")
+    # where the stack's processes and flow runs start (relative paths resolve there)
+    workdir: Path = field(default_factory=Path.cwd)
     host: str = "127.0.0.1"
     port: int = 4200
     pool: str = "sept"
@@ -77,6 +90,7 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser().resolve()
+        self.workdir = Path(self.workdir).expanduser().resolve()
         for name in ("vllm_model", "clap_checkpoint", "clap_tokenizer", "store", "llm_cache"):
             value = getattr(self, name)
             if value is not None and str(value) != "":
@@ -193,13 +207,13 @@ class Stack:
     def deploy_env(self) -> dict[str, str]:
         """The SEPT_* variables flows/prefect.yaml reads at deploy time and at pull time."""
         cfg = self.cfg
-        store = cfg.store or Path(os.environ.get("SEPT_STORE", REPO_ROOT / "neighbor-store")).resolve()
+        store = cfg.store or (cfg.workdir / os.environ.get("SEPT_STORE", "neighbor-store")).resolve()
         # the default stack shares `sept generate`'s response cache; another stack keeps its own
-        default_cache = REPO_ROOT / ".sept" / "llm-cache" if self.root == StackConfig().root else self.root / "llm-cache"
+        default_cache = sept_home() / "llm-cache" if self.root == sept_home() / "stack" else self.root / "llm-cache"
         cache = cfg.llm_cache or default_cache
         return {
             "SEPT_WORK_POOL": cfg.pool,
-            "SEPT_REPO_ROOT": str(REPO_ROOT),
+            "SEPT_WORKDIR": str(cfg.workdir),
             "SEPT_STORE": str(store),
             "SEPT_LLM_CACHE": str(cache),
             "SEPT_VLLM_BASE_URL": cfg.llm_base_url if (cfg.vllm_model or cfg.vllm_base_url) else "",
@@ -217,8 +231,8 @@ class Stack:
         env.update(self.deploy_env())
         env.update(self.cfg.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        # flow runs import the repo's packages from the working directory the pull step sets
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        # the stack's own parts find their state folder whatever their working directory
+        env["SEPT_HOME"] = str(sept_home())
         return env
 
     # ---- state -------------------------------------------------------------------
@@ -232,9 +246,7 @@ class Stack:
 
     def _write_state(self, state: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.state_file)
+        atomic_write_json(self.state_file, state, indent=2)
 
     def parts(self) -> dict[str, Part]:
         return {name: Part(**p) for name, p in self._read_state().get("parts", {}).items()}
@@ -245,7 +257,7 @@ class Stack:
         self._write_state(state)
 
     # ---- processes -----------------------------------------------------------------
-    def _start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> Part:
+    def _start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Part:
         import psutil
 
         logs = self.root / "logs"
@@ -256,14 +268,14 @@ class Stack:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cmd, cwd=cwd or self.cfg.workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_restore_signals,
             )
         part = Part(name=name, pid=proc.pid, pgid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
                     log=str(log_path), cmd=cmd, log_offset=offset)
         self._save_part(part)
         (self.root / "pids").mkdir(exist_ok=True)
-        (self.root / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
+        atomic_write(self.root / "pids" / f"{name}.pid", f"{proc.pid}\n")
         self._procs = getattr(self, "_procs", {})
         self._procs[name] = proc
         return part
@@ -284,7 +296,7 @@ class Stack:
     def _prefect(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "prefect", *args]
         try:
-            res = subprocess.run(cmd, cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True,
+            res = subprocess.run(cmd, cwd=self.root, env=self.env(), capture_output=True, text=True,
                                  timeout=timeout or self.cfg.timeout)
         except subprocess.TimeoutExpired as e:
             raise StackError(f"`prefect {' '.join(args)}` did not finish within {e.timeout:.0f} s") from e
@@ -395,8 +407,8 @@ class Stack:
     def _deploy_fingerprint(self) -> str:
         h = hashlib.sha256(PREFECT_FILE.read_bytes())
         h.update(json.dumps(self.deploy_env(), sort_keys=True).encode())
-        for entry in ("generate.py",):
-            h.update((REPO_ROOT / "flows" / entry).read_bytes())
+        for path in FLOW_FILES:
+            h.update(path.read_bytes())
         return h.hexdigest()[:16]
 
     def _deploy(self, force: bool = False) -> None:
@@ -404,7 +416,10 @@ class Stack:
         if not force and self._read_state().get("deployed") == fp:
             return
         self.log("deploying flows/prefect.yaml")
-        res = self._prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE.relative_to(REPO_ROOT)))
+        # deployed from a copy in the state folder, prefect's working directory: whatever
+        # `prefect deploy` writes lands there, not in the installed package
+        atomic_write(self.root / "prefect.yaml", PREFECT_FILE.read_bytes())
+        res = self._prefect("--no-prompt", "deploy", "--all", "--prefect-file", "prefect.yaml")
         if res.returncode != 0:
             raise StackError(f"prefect deploy failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         state = self._read_state()
@@ -460,8 +475,8 @@ class Stack:
         lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.prefect_env().items())
                  if k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED",
                           "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOCAL_STORAGE_PATH")]
-        (self.root / "env.sh").write_text("# source this file to point the prefect CLI at the sept stack\n"
-                                          + "\n".join(lines) + "\n")
+        atomic_write(self.root / "env.sh", "# source this file to point the prefect CLI at the sept stack\n"
+                     + "\n".join(lines) + "\n")
 
     def status(self) -> dict:
         parts = self.parts()

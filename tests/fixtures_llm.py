@@ -16,12 +16,14 @@ VLLM_PYTHON = Path(os.environ.get("SEPT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin
 
 @pytest.fixture(scope="session")
 def tiny_llm_dir() -> Path:
-    """The tiny chat model built by scripts/build_tiny_llm.py, once per machine (cached by hash)."""
+    """The tiny chat model built by `python -m sept.tiny_llm --cached`, once per machine (cached
+    by hash under the checkout's .sept, as `sept demo` run from the checkout finds it)."""
     # In a child process: training it here would leave torch threads and memory in the test process.
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "build_tiny_llm.py"), "--cached"],
-                          capture_output=True, text=True, cwd=REPO, timeout=1200)
+    env = {**os.environ, "SEPT_HOME": os.environ.get("SEPT_HOME", str(REPO / ".sept"))}
+    proc = subprocess.run([sys.executable, "-m", "sept.tiny_llm", "--cached"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build_tiny_llm.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(f"python -m sept.tiny_llm failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     path = Path(proc.stdout.strip().splitlines()[-1])
     assert (path / "config.json").is_file(), f"no model in {path}"
     return path

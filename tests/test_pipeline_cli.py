@@ -1,6 +1,7 @@
 """`sept generate` and `sept margins compute` end to end: a real vLLM server, the shipped
 MiniLM for dedup, the session's random-weight CLAP, a real store on disk."""
 import json
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from sept.clap import keep_backbone
 from sept.pipeline.margins import compute_margins
 from sept.pipeline.dedup import load_lexicon
 from sept.prompts import load_prompt, load_templates
-from sept.cli import app
+from sept.cli import app, main
 
 # '/', capitals and unicode must survive generation, storage and margins verbatim
 CLASSES = ["Dog/Bark", "Café à Paris", "rain"]
@@ -27,6 +28,24 @@ def cli_clap(backbone, clap_checkpoint, clap_tokenizer_dir):
 
 def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+class Ran:
+    def __init__(self, code: int, out: str, err: str):
+        self.exit_code, self.stdout, self.stderr, self.output = code, out, err, out + err
+
+
+@pytest.fixture
+def sept_main(capsys, monkeypatch):
+    """`sept ARGS...` through the console script's `main` (where a SeptError becomes one line)."""
+    def invoke(*args: str) -> Ran:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["sept", *map(str, args)])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        out, err = capsys.readouterr()
+        return Ran(stop.value.code or 0, out, err)
+    return invoke
 
 
 def one_line_error(result, *fragments: str) -> None:
@@ -115,7 +134,7 @@ def test_failing_class_fails_the_run_and_writes_nothing(fault_server, tmp_path):
     assert Store(store_dir).datasets() == []
 
 
-def test_margins_compute_on_an_imported_version(cli_clap, backbone, tmp_path):
+def test_margins_compute_on_an_imported_version(cli_clap, backbone, tmp_path, sept_main):
     rows = [{"class": "Dog/Bark", "text": "growling"}, {"class": "Café à Paris", "text": "clinking cups"},
             {"class": "Dog/Bark", "text": "yelp"}, {"class": "rain", "text": "drizzle on a tin roof"}]
     jsonl = tmp_path / "human.jsonl"
@@ -138,20 +157,86 @@ def test_margins_compute_on_an_imported_version(cli_clap, backbone, tmp_path):
                                atol=1e-5, rtol=0)
     assert run("store", "--store", store_dir, "verify", ref).exit_code == 0
 
-    one_line_error(run("margins", "compute", "Imported@nosuchtag", "--clap-checkpoint", cli_clap,
-                       "--store", store_dir), "nosuchtag")
-    one_line_error(run("margins", "compute", ref, "--clap-checkpoint", tmp_path / "missing.pt",
-                       "--store", store_dir), "--clap-checkpoint", "missing.pt")
+    one_line_error(sept_main("margins", "compute", "Imported@nosuchtag", "--clap-checkpoint", cli_clap,
+                             "--store", store_dir), "nosuchtag")
+    one_line_error(sept_main("margins", "compute", ref, "--clap-checkpoint", tmp_path / "missing.pt",
+                             "--store", store_dir), "--clap-checkpoint", "missing.pt")
 
 
-def test_generate_argument_errors_are_one_line(tmp_path):
+def test_generate_argument_errors_are_one_line(tmp_path, sept_main):
+    run = sept_main
     one_line_error(run("generate", "--dataset", "esc50", "--backend", "gpt", "--model", "m"), "backend", "gpt")
     one_line_error(run("generate", "--dataset", "esc50", "--backend", "vllm", "--model", "m"), "base_url")
     one_line_error(run("generate", "--dataset", "esc50", "--backend", "openai", "--model", "m",
                        "--n-per-class", 0), "n_per_class")
     one_line_error(run("generate", "--dataset", "nope", "--backend", "openai", "--model", "m",
                        "--store", tmp_path / "s"), "dataset", "nope")
+    one_line_error(run("generate", "--dataset", "esc50", "--backend", "openai", "--model", "m",
+                       "--prompt", "no-such-prompt", "--store", tmp_path / "s"), "prompt", "no-such-prompt")
+    one_line_error(run("generate", "--dataset", "esc50", "--backend", "openai"), "--model")
     f = tmp_path / "c.txt"
     f.write_text("a\n", encoding="utf-8")
     one_line_error(run("generate", "--dataset", "x", "--classes-file", f, "--dataset-root", tmp_path,
                        "--backend", "openai", "--model", "m"), "--classes-file", "--dataset-root")
+
+
+def test_generate_options_and_flow_parameters_are_the_pipeline_config_fields():
+    """Every PipelineConfig field is an option of `sept generate` and a parameter of the
+    generate-neighbors flow (its Prefect parameter schema), with the field's default and help."""
+    import re
+
+    from sept.flows.generate import generate_neighbors
+    from sept.flows.params import FLOW_OPTIONS
+    from sept.pipeline.cli import CHECKED_IN_COMMAND, RANDOM_WORDS_OPTIONS, flags
+    from sept.pipeline.run import PipelineConfig, config_fields
+
+    fields = {f.name: f for f in config_fields()}
+    assert set(fields) == set(PipelineConfig.model_fields) and "trust_checkpoint" in fields
+    assert all(f.help for f in fields.values()), "a field without help"
+
+    # the CLI, as a user reads it: --help lists every field's option, and its click command
+    # holds each one with the field's default
+    help_text = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "400"}).output
+    import typer.main
+
+    command = typer.main.get_command(app).commands["generate"]
+    options = {p.name: p for p in command.params if p.param_type_name == "option"}
+    assert set(options) == set(fields) | set(RANDOM_WORDS_OPTIONS)
+    for name, f in fields.items():
+        assert re.search(rf"(^|\s){re.escape(flags(name)[0])}\s", help_text), f"--help lacks {flags(name)[0]}"
+        assert flags(name)[0] in options[name].opts
+        if f.required:
+            assert options[name].default is None and (options[name].required or name in CHECKED_IN_COMMAND)
+        else:
+            default = tuple(f.default) if isinstance(f.default, list) else f.default
+            assert options[name].default == (str(default) if name == "split_policy" else default), name
+        assert options[name].help.startswith(f.help.rstrip(".")), name
+
+    # the flow, as Prefect (and a deployment) sees it
+    schema = generate_neighbors.parameters
+    assert set(schema.properties) == set(fields) | {o.name for o in FLOW_OPTIONS}
+    for name, f in fields.items():
+        prop = schema.properties[name]
+        if f.required:
+            assert name in schema.required and "default" not in prop, name
+        else:
+            assert name not in schema.required and prop["default"] == f.default, name
+        assert prop.get("description") == f.help, name
+
+
+def test_a_field_missing_from_an_entry_point_is_noticed(monkeypatch):
+    """The derivation is from the model: a new field reaches both entry points at once."""
+    from pydantic import Field
+
+    import sept.pipeline.run as run_module
+
+    class Wider(run_module.PipelineConfig):
+        probe_option: int = Field(3, description="A probe.")
+
+    monkeypatch.setattr(run_module, "PipelineConfig", Wider)
+    from sept.flows.params import flow_parameters
+    from sept.pipeline.cli import _option_parameters
+
+    assert [p.default for p in flow_parameters() if p.name == "probe_option"] == [3]
+    [option] = [p.default for p in _option_parameters() if p.name == "probe_option"]
+    assert option.default == 3 and "--probe-option" in option.param_decls

@@ -4,11 +4,12 @@ on made-up "neighbor prompt -> JSON reply" pairs so that its replies are JSON th
 
 It is a test and demo fixture, not a useful model: it knows the shape of the answer, not sounds.
 
-    python scripts/build_tiny_llm.py OUT_DIR        # build into OUT_DIR
-    python scripts/build_tiny_llm.py --cached       # build once into .sept/tiny-llm/<hash>, print the path
+    python -m sept.tiny_llm OUT_DIR        # build into OUT_DIR
+    python -m sept.tiny_llm --cached       # build once into <cache root>/tiny-llm/<hash>, print the path
 
-The cached folder is keyed by the hash of this script and of the generation prompts it trains
-on, so every machine builds it once. Deterministic for a given seed.
+The cache root is $SEPT_CACHE, else $SEPT_HOME (default ./.sept). The cached folder is keyed by
+the hash of this module and of the generation prompts it trains on, so every machine builds it
+once. Deterministic for a given seed.
 """
 from __future__ import annotations
 
@@ -18,13 +19,9 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -46,15 +43,19 @@ SETTINGS = ["indoors", "outdoors", "at night", "in a room", "on the street", "fa
 
 
 def content_hash() -> str:
+    from sept import prompts
+
     h = hashlib.sha256(Path(__file__).read_bytes())
-    for p in sorted((REPO / "prompts" / "generation").glob("*.yaml")):
+    for p in sorted((Path(prompts.__file__).parent / "generation").glob("*.yaml")):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 
 def default_cache_root() -> Path:
+    from sept.home import sept_home
+
     root = os.environ.get("SEPT_CACHE")
-    return Path(root) if root else REPO / ".sept"
+    return Path(root) if root else sept_home()
 
 
 def neighbor_text(rng: random.Random, source: str) -> str:
@@ -210,10 +211,10 @@ def cached(cache_root: Path | None = None, verbose: bool = True) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m sept.tiny_llm", description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir", nargs="?", type=Path, help="build into this folder")
     ap.add_argument("--cached", action="store_true", help="build once into <cache-root>/tiny-llm/<hash>; print its path")
-    ap.add_argument("--cache-root", type=Path, default=None, help="default: $SEPT_CACHE or ./.sept")
+    ap.add_argument("--cache-root", type=Path, default=None, help="default: $SEPT_CACHE, else $SEPT_HOME or ./.sept")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--check", action="store_true", help="print one greedy reply of the built model")

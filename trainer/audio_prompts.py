@@ -104,9 +104,16 @@ class AudioPrompt(nn.Module):
         self.film = nn.ModuleDict({stage: StageFiLM(widths[stage]) for stage in AUDIO_PROMPTS[kind]})
         self.to(backbone.device)
 
+    # the gradient norm of every parameter the run trains is clipped at this (utils/trainer.py)
+    grad_clip = GRAD_CLIP
+
     @property
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def param_groups(self) -> list[dict]:
+        """The FiLM joins the text prompt's SGD at the prompt's lr and momentum (main.py): one group."""
+        return [{"params": list(self.parameters())}]
 
     @contextmanager
     def applied(self) -> Iterator[None]:

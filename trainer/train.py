@@ -3,9 +3,10 @@
 Read top to bottom: `train` builds everything, `run_epoch` is one pass over the few-shot set
 (audio features come from the cache; the SEPT term is added to the cross-entropy), `evaluate`
 scores a label space. The step and evaluation know only the learner protocol (trainer/learners.py:
-`step_loss`, `sept_embeddings`, `logits`, `param_groups`), never a method. Randomness: few-shot subset, batch order and neighbor subsets derive from
-(seed, epoch) alone, and the backbone stays in eval mode, so a run resumed from its epoch-k
-checkpoint continues exactly as the uninterrupted run.
+`step_loss`, `sept_embeddings`, `logits`, `param_groups`), never a method. Randomness: few-shot
+subset, batch order and neighbor subsets derive from (seed, epoch) alone, and the backbone stays
+in eval mode, so a run resumed from its epoch-k checkpoint continues exactly as the uninterrupted
+run.
 
 Run folder <out_dir>/<run_name>/: config.json, split.json (base-to-new), checkpoints/epoch_<e>.pt
 (trainer/checkpoints.py), results.json; `evaluate_run` adds eval.json.
@@ -27,7 +28,7 @@ import torch
 from sept.atomic import atomic_write_json
 from sept.trainer.audio_cache import AudioCache
 from sept.trainer.audio_prompts import (
-    GRAD_CLIP, AudioPrompt, PromptedAudio, audio_features_source, build_audio_prompt, trainable_counts,
+    AudioPrompt, PromptedAudio, audio_features_source, build_audio_prompt, trainable_counts,
 )
 from sept.trainer.checkpoints import (
     check_resumable, checkpoint_dir, checkpoint_path, latest_checkpoint, load_checkpoint, restore_rng,
@@ -196,6 +197,18 @@ class Run:
                                         normalize=self.learner.audio_normalized)
 
 
+def is_trained(cfg: TrainConfig, learner: Learner, audio_prompt: AudioPrompt | None) -> bool:
+    """Whether the run trains anything (and so has checkpoints): a learner with parameters or an
+    audio prompt, for at least one epoch."""
+    return (learner.trainable or audio_prompt is not None) and cfg.epochs > 0
+
+
+def trained_param_groups(cfg: TrainConfig, learner: Learner, audio_prompt: AudioPrompt | None) -> list[dict[str, Any]]:
+    """The SGD parameter groups of the run: the learner's, then the audio prompt's."""
+    groups = learner.param_groups(cfg) if learner.trainable else []
+    return groups + (audio_prompt.param_groups() if audio_prompt is not None else [])
+
+
 def load_trained(learner: Learner, audio_prompt: AudioPrompt | None, state: dict[str, Any], path: Path) -> None:
     """Load a checkpoint's trained parameters `state` (from `path`) into the learner and audio prompt."""
     learner.load_state_dict(state["learner"])
@@ -259,8 +272,9 @@ def run_epoch(run: Run, epoch: int, audio: Callable[[torch.Tensor], torch.Tensor
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if run.audio_prompt is not None:
-            # the audio prompt's reference clips the norm over every trained parameter (utils/trainer.py)
-            torch.nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], GRAD_CLIP)
+            # the audio prompt's reference clips the norm over every trained parameter
+            torch.nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]],
+                                           run.audio_prompt.grad_clip)
         run.optimizer.step()
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
@@ -432,14 +446,10 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
                 run.sept = SeptLoss(cfg.sept_lambda, cfg.sept_intra, cfg.sept_inter, cfg.sept_zero_margins)
             else:
                 run.neighbors = None
-        trainable = (learner.trainable or audio_prompt is not None) and cfg.epochs > 0
+        trainable = is_trained(cfg, learner, audio_prompt)
         if trainable:
-            groups = learner.param_groups(cfg) if learner.trainable else []
-            if audio_prompt is not None:
-                # the audio prompt's FiLM: the prompt's lr and momentum, one SGD (the reference's main.py)
-                groups.append({"params": list(audio_prompt.parameters())})
-            run.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                            weight_decay=cfg.weight_decay)
+            run.optimizer = torch.optim.SGD(trained_param_groups(cfg, learner, audio_prompt), lr=cfg.lr,
+                                            momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             run.scheduler = lr_scheduler(run.optimizer, cfg)
 
         # ---- resume
@@ -546,7 +556,7 @@ def evaluate_run(run_dir: str | Path, *, targets: list[str] | None = None, backb
     learner = build_learner(cfg.method, bb, classes, cfg).to(device)
     audio_prompt = build_audio_prompt(cfg.audio_prompt, bb)
     used = None
-    if (learner.trainable or audio_prompt is not None) and cfg.epochs > 0:
+    if is_trained(cfg, learner, audio_prompt):
         path = checkpoint_path(run_dir, epoch) if epoch else latest_checkpoint(run_dir)
         if path is None or not path.is_file():
             raise TrainError(f"no checkpoint {'for epoch ' + str(epoch) if epoch else ''} in {checkpoint_dir(run_dir)}")

@@ -1,10 +1,14 @@
 """The project as a user installs it: a non-editable wheel in a fresh venv, used from outside the checkout.
 
 The wheel is built from a copy of the working tree (what git tracks or would track), so the
-checkout gets no build/ or egg-info litter. The fresh venv sees the project venv's dependencies
+checkout gets no build/ or egg-info litter. The last test runs the local Prefect stack and a
+generate-neighbors deployment from that install, in a temporary working directory, and
+checks that its state went under $SEPT_HOME and nothing was written in site-packages. The fresh venv sees the project venv's dependencies
 through a .pth line naming its site-packages: torch & co. are not reinstalled, and since .pth files
 inside a directory added that way are not executed, the project's editable finder stays out.
 """
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from fixtures_prefect import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"sept": "sept", "pipeline": "sept/pipeline", "trainer": "sept/trainer", "flows": "sept/flows",
@@ -79,7 +85,8 @@ def test_wheel_holds_only_the_sept_namespace_and_its_data(installed):
     shipped = {FOLDERS[f.split("/")[0]] + f[len(f.split("/")[0]):] for f in data}
     assert sorted(shipped - set(names)) == []
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "sept = sept.cli:app" in entry_points
+    assert "sept = sept.cli:main" in entry_points
+    assert "sept/tiny_llm.py" in names and "sept/home.py" in names
 
 
 def test_every_module_imports_from_the_installed_wheel(installed, tmp_path):
@@ -109,3 +116,58 @@ def test_sept_help_from_the_installed_entry_point(installed, tmp_path):
     for verb in ("store", "generate", "margins", "train", "eval"):
         assert verb in out, verb
     assert run(python, "-m", "sept", "train", "--help", cwd=tmp_path, env=env).stdout.count("--checkpoint") >= 1
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder`: relative path -> (size, mtime_ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_deployment_run_from_the_wheel_keeps_its_state_under_sept_home(installed, tmp_path):
+    """`sept stack up` and `prefect deployment run 'generate-neighbors/vllm-local'` from the
+    installed wheel, in an empty working directory, against the stand-in LLM server."""
+    wheel, python, site, env = installed
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    # no bytecode caches: the check below is about what sept writes, and pip compiled the wheel already
+    env = {**env, "SEPT_HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"}
+    env.pop("PREFECT_HOME")   # the stack's own, under $SEPT_HOME
+    before = snapshot(site)
+    server = subprocess.Popen([python, ROOT / "tests" / "fault_server.py", "--items", "5"], cwd=work, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    sept = python.parent / "sept"
+    try:
+        base_url = server.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:"), base_url
+        up = run(sept, "stack", "up", "--port", free_port(), "--pool", "sept-wheel-test", "--vllm-url", base_url,
+                 "--served-model", "stand-in", "--timeout", "240", cwd=work, env=env, timeout=600)
+        try:
+            assert str(home / "stack") in up.stdout
+            stack_env = dict(line[len("export "):].split("=", 1) for line in
+                             (home / "stack" / "env.sh").read_text().splitlines() if line.startswith("export "))
+            stack_env = {k: v.strip("'") for k, v in stack_env.items()}
+            res = subprocess.run([python, "-m", "prefect", "deployment", "run", "generate-neighbors/vllm-local",
+                                  "--param", "dataset=wheel-set", "--param", "classes=" + json.dumps(["door knock", "rain"]),
+                                  "--watch", "--watch-timeout", "400"],
+                                 cwd=work, env={**env, **stack_env}, capture_output=True, text=True, timeout=500)
+            assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        finally:
+            down = run(sept, "stack", "down", cwd=work, env=env)
+        assert "worker" in down.stdout and "server" in down.stdout
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    # the version, in the default store of the working directory
+    manifests = list((work / "neighbor-store").rglob("manifest.json"))
+    assert len(manifests) == 1, manifests
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["dataset"] == "wheel-set" and manifest["params"]["backend"] == "vllm"
+    # the stack's state and the shared response cache under $SEPT_HOME
+    assert (home / "stack" / "stack.json").is_file() and (home / "stack" / "prefect").is_dir()
+    assert (home / "stack" / "prefect.yaml").is_file() and (home / "stack" / "logs" / "worker.log").is_file()
+    assert any(p.is_file() for p in (home / "llm-cache").rglob("*")), "no response cache under $SEPT_HOME"
+    assert snapshot(site) == before, "files were written inside site-packages"
+    assert sorted(os.listdir(work)) == ["neighbor-store"]

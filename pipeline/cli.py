@@ -128,7 +128,6 @@ def _generate(cfg) -> None:
 
     from sept.neighbor_store import Store
     from sept.neighbor_store.cost import format_cost
-    from sept.pipeline.generate import GenerationError
     from sept.pipeline.run import resolve_inputs, run_pipeline, write_result
 
     console = Console(stderr=True)
@@ -138,25 +137,22 @@ def _generate(cfg) -> None:
         console.print(f"{how}: {len(classes)} classes visible")
     # the store is opened before any LLM request so a bad --store fails fast
     store = Store(cfg.store)
-    try:
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"), console=console, transient=False,
-        ) as progress:
-            task = progress.add_task(f"{cfg.dataset}: classes", total=len(classes), last="")
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task(f"{cfg.dataset}: classes", total=len(classes), last="")
 
-            def on_class_done(*args, **kwargs) -> None:
-                result = args[-1] if args else next(iter(kwargs.values()), None)
-                name = getattr(result, "class_name", result if isinstance(result, str) else "")
-                got = getattr(result, "candidates", None)
-                last = f"{name} ({len(got)} candidates)" if got is not None else str(name)
-                progress.update(task, advance=1, last=last)
+        def on_class_done(*args, **kwargs) -> None:
+            result = args[-1] if args else next(iter(kwargs.values()), None)
+            name = getattr(result, "class_name", result if isinstance(result, str) else "")
+            got = getattr(result, "candidates", None)
+            last = f"{name} ({len(got)} candidates)" if got is not None else str(name)
+            progress.update(task, advance=1, last=last)
 
-            # cfg as given: the pipeline resolves the visible classes from the dataset's own list
-            result = run_pipeline(cfg, on_class_done=on_class_done)
-            progress.update(task, completed=len(classes))
-    except GenerationError as e:   # a class the LLM gave nothing usable for: the message names it
-        _fail(str(e).strip().splitlines()[0])
+        # cfg as given: the pipeline resolves the visible classes from the dataset's own list
+        result = run_pipeline(cfg, on_class_done=on_class_done)
+        progress.update(task, completed=len(classes))
     ref = write_result(store, cfg, result)
     stats = result.stats
     console.print(

@@ -137,8 +137,11 @@ def test_wrong_parameters_fail_the_run_with_the_reason(prefect_stack):
 def test_two_datasets_at_once_both_land_intact(prefect_stack):
     outcomes: dict[str, tuple[int, str]] = {}
 
+    # any PipelineConfig field is a flow parameter (here a dedup option `sept generate` has too)
+    extra = {"sesa": {"dedup_word_threshold": "0.8"}, "crema-d": {}}
+
     def go(dataset: str) -> None:
-        outcomes[dataset] = run(prefect_stack, {"dataset": dataset, "clap_checkpoint": "null"})
+        outcomes[dataset] = run(prefect_stack, {"dataset": dataset, "clap_checkpoint": "null", **extra[dataset]})
 
     threads = [threading.Thread(target=go, args=(d,)) for d in ("sesa", "crema-d")]
     for t in threads:
@@ -155,13 +158,14 @@ def test_two_datasets_at_once_both_land_intact(prefect_stack):
         assert version.dataset == dataset and len(version.classes) == n_classes
         assert {n.class_ for n in version.neighbors} <= set(version.classes)
         assert version.manifest["params"]["clap"].startswith("skipped")
+        assert version.manifest["params"]["dedup"]["word_threshold"] == (0.8 if dataset == "sesa" else 0.815)
         assert len(store.list(dataset)) == 1
 
 
 def test_dask_task_runner_with_a_two_worker_local_cluster(prefect_stack, vllm_server, tmp_path):
     store = tmp_path / "store"
     script = (
-        "from flows.generate import generate_neighbors\n"
+        "from sept.flows.generate import generate_neighbors\n"
         f"ref = generate_neighbors(dataset='dask-set', classes=['rain', 'thunder', 'wind'], backend='vllm',\n"
         f"    model={vllm_server.model!r}, base_url={vllm_server.base_url!r}, store={str(store)!r},\n"
         f"    cache_dir={str(tmp_path / 'llm-cache')!r}, task_runner='dask', dask_workers=2)\n"

@@ -120,14 +120,14 @@ def test_generate_writes_a_verified_version_with_margins(vllm_server, cli_clap, 
     assert all("clap_self" not in r.scores for r in v2.neighbors)
 
 
-def test_failing_class_fails_the_run_and_writes_nothing(fault_server, tmp_path):
+def test_failing_class_fails_the_run_and_writes_nothing(fault_server, tmp_path, sept_main):
     fault_server.script("Café à Paris", ["not_json"] * 50)
     classes_file = tmp_path / "classes.txt"
     classes_file.write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     store_dir = tmp_path / "store"
-    result = run("generate", "--dataset", "faulty", "--classes-file", classes_file, "--backend", "vllm",
-                 "--model", "stand-in", "--base-url", fault_server.base_url, "--max-attempts", 2,
-                 "--store", store_dir, "--cache-dir", tmp_path / "cache")
+    result = sept_main("generate", "--dataset", "faulty", "--classes-file", classes_file, "--backend", "vllm",
+                       "--model", "stand-in", "--base-url", fault_server.base_url, "--max-attempts", 2,
+                       "--store", store_dir, "--cache-dir", tmp_path / "cache")
     one_line_error(result, "Café à Paris")
     assert result.stdout.strip() == ""
     assert not (store_dir / "faulty" / "versions").exists() or not any((store_dir / "faulty" / "versions").iterdir())

@@ -1,4 +1,4 @@
-"""The interface every LLM backend implements, its error types, and `make_backend`.
+"""The interface every LLM backend implements and its error types (`make_backend` is in `factory`).
 
 A backend does one thing: send one chat request and hand back the raw replies. It never
 retries by itself (the SDKs' own retries are switched off) and never parses: the retry policy

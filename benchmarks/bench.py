@@ -46,7 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# sept comes from the installed package; the tests' fixtures build the data
 sys.path.insert(0, str(ROOT / "tests"))
 
 DATASETS = ["Beijing-Opera", "CREMA-D"]

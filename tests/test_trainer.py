@@ -2,7 +2,6 @@
 
 Small on purpose (4 classes, 2 shots, 1-2 epochs, n_ctx 4): the text encoder dominates the cost.
 """
-import dataclasses
 import json
 
 import pytest
@@ -245,3 +244,21 @@ def test_cache_key_follows_file_identity(backbone, palm_dataset, tmp_path):
     assert (cache.hits, cache.misses) == (1, 2)
     torch.testing.assert_close(again[0], first[0])
     assert AudioCache(tmp_path / "c", backbone, crop="random").dir != cache.dir   # crop policy in the key
+
+
+def test_a_pickled_clap_checkpoint_loads_only_when_the_config_trusts_it(clap_checkpoint, clap_tokenizer_dir,
+                                                                         tmp_path):
+    import argparse
+
+    from sept.clap import UntrustedCheckpointError
+    from sept.trainer.train import load_run_backbone
+
+    # as released LAION-CLAP checkpoints do: training arguments pickled beside the weights
+    state = torch.load(clap_checkpoint, map_location="cpu", weights_only=True)
+    pickled = tmp_path / "clap-pickled.pt"
+    torch.save({"state_dict": state.get("state_dict", state), "args": argparse.Namespace(lr=1e-4)}, pickled)
+    cfg = make_config(overrides=dict(checkpoint=str(pickled), tokenizer=str(clap_tokenizer_dir)))
+    with pytest.raises(UntrustedCheckpointError, match="--trust-checkpoint"):
+        load_run_backbone(cfg, "cpu")
+    loaded = load_run_backbone(cfg.replace(trust_checkpoint=True), "cpu")
+    assert loaded.checkpoint == pickled

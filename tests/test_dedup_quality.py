@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from sept.errors import SeptError
 from sept.neighbor_store import NeighborRecord, Store, neighbor_id
 from sept.pipeline.datasets import bundled_classes, bundled_datasets
 from sept.pipeline.dedup import (
     DEFAULT_THRESHOLD,
     SYNONYMS,
+    DedupError,
     Lexicon,
+    LexiconError,
     content_key,
     content_words,
     dedup,
@@ -252,8 +255,9 @@ def test_thresholds_tighten_every_rule(minilm):
     assert len(dedup(kids, minilm, word_threshold=0.95).kept["park"]) == 1  # a lexicon group: the synonym rule
     with pytest.raises(ValueError, match="word_threshold"):
         dedup(inp, minilm, word_threshold=0.0)
-    with pytest.raises(ValueError, match="key_threshold"):
+    with pytest.raises(DedupError, match="key_threshold"):
         dedup(inp, minilm, key_threshold=1.5)
+    assert issubclass(DedupError, SeptError) and issubclass(DedupError, ValueError)
 
 
 def test_cross_class_flags_say_their_rule(minilm):
@@ -344,8 +348,9 @@ def test_bad_lexicon_is_refused_naming_file_and_line(tmp_path, body, message):
 
 
 def test_missing_or_undecodable_lexicon_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"synonym lexicon .*nowhere\.txt: cannot read it"):
+    with pytest.raises(LexiconError, match=r"synonym lexicon .*nowhere\.txt: cannot read it") as refused:
         load_lexicon(tmp_path / "nowhere.txt")
+    assert isinstance(refused.value, SeptError)  # the CLI prints it in one line
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9, coffee shop\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1\.txt: not UTF-8"):

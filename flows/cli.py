@@ -246,7 +246,7 @@ def _run_bench(spec, plan, task_runner: str, ray_address: Optional[str], ray_wor
     params.update(task_runner=task_runner, ray_address=ray_address, ray_workers=ray_workers, num_gpus=num_gpus,
                   check_data=False)   # checked just now by plan_bench
     failed = None
-    progress = None
+    progress = display = None
     if not quiet:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -255,10 +255,11 @@ def _run_bench(spec, plan, task_runner: str, ray_address: Optional[str], ray_wor
                             TextColumn("{task.fields[info]}"))
         runs = progress.add_task("runs", total=len(runs_planned), completed=sum(r.done() for r in runs_planned),
                                  info="")
-        sweep_tasks.PROGRESS = sweep_tasks.SweepProgress(progress, runs)
+        display = sweep_tasks.SweepProgress(progress, runs)
         progress.start()
     try:
-        train_sweep(**params)
+        with sweep_tasks.sweep_display(display):
+            train_sweep(**params)
     except SweepFailed as e:
         failed = e
     except ParameterError as e:
@@ -267,7 +268,6 @@ def _run_bench(spec, plan, task_runner: str, ray_address: Optional[str], ray_wor
     finally:
         if progress is not None:
             progress.stop()
-            sweep_tasks.PROGRESS = None
     out = Path(spec.out)
     summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
     typer.echo((out / "table.md").read_text(encoding="utf-8"))

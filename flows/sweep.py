@@ -100,7 +100,7 @@ def _run_tasks(runs: list[dict[str, Any]], task_runner: str, num_gpus: float) ->
     with options:
         futures = {sweep_tasks.train_run_task.submit(r["name"], r["config"], r["config_hash"]): r["name"]
                    for r in runs}
-    progress = sweep_tasks.PROGRESS
+    progress = sweep_tasks.current_display()
     outcome: dict[str, dict[str, Any]] = {}
     for i, future in enumerate(as_completed(list(futures)), 1):
         name = futures[future]

@@ -11,9 +11,11 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -31,9 +33,25 @@ class SweepProgress:
     runs: Any         # its task id of the bar over runs
 
 
-# Set by `sept bench` in the process that drives the sweep: runs that execute in that process
-# (the threads runner) add their epoch bars beneath the bar over runs.
-PROGRESS: SweepProgress | None = None
+# The display of the sweep that the current context drives (`sept bench`), else None. A context
+# variable, not a module global: Prefect's thread runner copies the submitting context into each
+# task's thread, so the runs of that sweep (and only they) add their epoch bars beneath its bar
+# over runs; a Ray worker, another process, sees None and shows no bars.
+_DISPLAY: ContextVar["SweepProgress | None"] = ContextVar("sept_sweep_display", default=None)
+
+
+@contextmanager
+def sweep_display(display: "SweepProgress | None") -> Iterator[None]:
+    """Within the block, runs of the sweep started here draw beneath `display`."""
+    token = _DISPLAY.set(display)
+    try:
+        yield
+    finally:
+        _DISPLAY.reset(token)
+
+
+def current_display() -> "SweepProgress | None":
+    return _DISPLAY.get()
 
 # Threads runner on a multi-GPU machine: each concurrent run takes the least busy GPU.
 _GPU_LOCK = threading.Lock()
@@ -90,7 +108,8 @@ def train_run_task(name: str, config: dict[str, Any], config_hash: str) -> dict[
     try:
         if gpu is not None:
             cfg = cfg.replace(device=f"cuda:{gpu}")
-        train(cfg, resume=resume, show_progress=PROGRESS.bar if PROGRESS is not None else False)
+        display = current_display()
+        train(cfg, resume=resume, show_progress=display.bar if display is not None else False)
     finally:
         _give_gpu(gpu)
     info = {"config_hash": config_hash, "started": started, "ended": time.time(), "worker": worker_id(),

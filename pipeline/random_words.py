@@ -46,6 +46,7 @@ class RandomWordsConfig(BaseModel):
     clap_amodel: str = "HTSAT-tiny"
     clap_fusion: bool = False
     clap_tokenizer: Path | None = None
+    trust_checkpoint: bool = False                   # PipelineConfig's meaning: pickled .pt only when trusted
     templates: str = "default"
     tag: str | None = None
     store: Path | None = None

@@ -280,14 +280,14 @@ def generation_settings(cfg: PipelineConfig):
 
 
 def load_clap(cfg: PipelineConfig):
-    """The run's CLAP backbone (cached per process), or None without a checkpoint."""
+    """The run's CLAP backbone (cached per process), or None without a checkpoint (also serves
+    RandomWordsConfig, which declares the same CLAP fields)."""
     if cfg.clap_checkpoint is None:
         return None
     from sept.clap import get_backbone
 
-    # RandomWordsConfig shares this loader and may not carry the option: untrusted then
     return get_backbone(cfg.clap_checkpoint, cfg.clap_amodel, cfg.clap_fusion, cfg.clap_tokenizer,
-                        trust_checkpoint=getattr(cfg, "trust_checkpoint", False))
+                        trust_checkpoint=cfg.trust_checkpoint)
 
 
 def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[str, Any]:

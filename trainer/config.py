@@ -258,7 +258,8 @@ def dump(cfg: TrainConfig) -> str:
 
 
 # fields that say where a run's outputs go or how often it reports, not what it computes
-HASH_EXCLUDED = ("out_dir", "run_name", "cache_dir", "device", "eval_every")
+# trust_checkpoint only permits a way of reading the checkpoint; the weights (and the fingerprint) are the same
+HASH_EXCLUDED = ("out_dir", "run_name", "cache_dir", "device", "eval_every", "trust_checkpoint")
 
 
 def config_hash(config: TrainConfig | dict[str, Any]) -> str:

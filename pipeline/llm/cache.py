@@ -18,9 +18,11 @@ from sept.atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
-    """`$SEPT_CACHE/llm` when SEPT_CACHE is set, else `./.sept/llm-cache`."""
+    """`$SEPT_CACHE/llm` when SEPT_CACHE is set, else `$SEPT_HOME/llm-cache` (`./.sept/llm-cache`)."""
+    from sept.home import sept_home
+
     root = os.environ.get("SEPT_CACHE")
-    return Path(root) / "llm" if root else Path(".sept") / "llm-cache"
+    return Path(root) / "llm" if root else sept_home() / "llm-cache"
 
 
 def cache_key(fields: dict[str, Any]) -> str:

@@ -180,7 +180,8 @@ def visibility(cfg: Any) -> Visibility:
     if part is None:
         return Visibility(classes, list(classes))
     try:
-        split = resolve_split(classes, getattr(cfg, "split_policy", "sorted"), getattr(cfg, "split_seed", 42))
+        split = resolve_split(classes, getattr(cfg, "split_policy", "sorted"), getattr(cfg, "split_seed", 42),
+                              dataset=cfg.dataset)
         visible = split.part(part)
     except SplitError as e:
         raise ValueError(f"split: {e}") from None

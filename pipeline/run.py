@@ -52,7 +52,8 @@ class PipelineConfig(BaseModel):
                                                 "| all. The LLM prompts, CLAP filter and audio check then see only "
                                                 "those classes.")
     split_policy: SplitPolicy = Field("sorted", description="How split divides the classes: sorted | shuffled | "
-                                                            "file:PATH (JSON {\"base\": [...], \"new\": [...]}).")
+                                                            "zebra (ZEBRA's published lists) | file:PATH (JSON "
+                                                            "{\"base\": [...], \"new\": [...]}, or ZEBRA's file).")
     split_seed: int = Field(42, description="Seed of the shuffled split policy.")
     visible_classes_file: Path | None = Field(None, description="Text file, one class per line: make neighbors for "
                                                                 "these classes only, seeing no other.")

@@ -162,12 +162,12 @@ def generate_command(spec: BenchSpec, dataset: str, arm: str, tag: str, on_ref: 
     return shlex.join(args)
 
 
-def bench_split(spec: BenchSpec, classes: list[str]) -> Split | None:
+def bench_split(spec: BenchSpec, classes: list[str], dataset: str) -> Split | None:
     """The base/new split a dataset's runs train under (None in the cross protocol)."""
     if spec.protocol != "base2new":
         return None
     try:
-        return resolve_split(classes, spec.split, spec.split_seed)
+        return resolve_split(classes, spec.split, spec.split_seed, dataset=dataset)
     except SplitError as e:
         raise BenchError(f"parameter 'split': {e}") from None
 
@@ -203,7 +203,7 @@ def resolve_neighbors(spec: BenchSpec, dataset: str, classes: list[str], arm: st
         return missing(f"no version tagged {tag!r} in the store {store.root}")
     except StoreError as e:
         return missing(f"the version tagged {tag!r} cannot be read: {e}")
-    split = bench_split(spec, classes)
+    split = bench_split(spec, classes, dataset)
     refusal = serving(version, classes, split.base if split is not None else classes).refusal(split)
     if refusal:
         return missing(refusal)

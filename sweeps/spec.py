@@ -50,7 +50,7 @@ class BenchSpec(BaseModel):
     seeds: list[int] = [1]
     datasets: list[str] = []                   # base2new; [] = every benchmark dataset present
     folds: str = "all"                         # all | K (the first K) | k1,k2,... (those)
-    split: str = "sorted"                      # sorted | shuffled | file:PATH
+    split: str = "sorted"                      # sorted | shuffled | zebra | file:PATH
     split_seed: int = 42
     source: str | None = None                  # cross
     targets: list[str] = []                    # cross

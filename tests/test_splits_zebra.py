@@ -2,11 +2,15 @@
 from asif-hanif/zebra scripts/base-novel-classes/), and ZEBRA's files read with `file:`."""
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from fixtures_audio import benchmark_facts
+from sept.cli import app
 from sept.splits import SplitError, resolve_split, zebra_datasets
 
 ZEBRA = Path(__file__).parent / "data" / "zebra"
@@ -74,3 +78,37 @@ def test_file_policy_checks_zebras_all_list(tmp_path):
     path.write_text(json.dumps({"base": ["dog"], "new": ["rain"], "novel": ["rain"]}))
     with pytest.raises(SplitError, match="split file"):
         resolve_split(["dog", "rain"], f"file:{path}")
+
+
+# --------------------------------------------------------------------------- sept data split
+
+def _sept(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sept", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_data_split_json_equals_zebras_file_for_all_eleven():
+    runner = CliRunner()
+    for name in ORDER:
+        result = runner.invoke(app, ["data", "split", name, "--policy", "zebra", "--json"])
+        assert result.exit_code == 0, result.output
+        theirs = published(name)
+        assert json.loads(result.output) == {"base": theirs["base"], "new": theirs["novel"]}, name
+
+
+def test_data_split_reads_a_dataset_root_and_prints_both_parts(tmp_path):
+    from fixtures_audio import write_benchmark_root
+
+    write_benchmark_root(tmp_path, ["SESA"], clips_per_class=1)
+    result = CliRunner().invoke(app, ["data", "split", "sesa", "--dataset-root", str(tmp_path), "--policy", "shuffled",
+                                      "--seed", "42"])
+    assert result.exit_code == 0, result.output
+    shuffled = resolve_split(benchmark_facts()["SESA"]["classes"], "shuffled", 42)
+    assert f"base: {', '.join(shuffled.base)}" in result.output and "seed 42" in result.output
+    assert f"new:  {', '.join(shuffled.new)}" in result.output
+
+
+def test_data_split_refuses_in_one_line():
+    done = _sept("data", "split", "my-birds", "--policy", "zebra")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]          # one line, no traceback
+    assert "not one of the benchmark's datasets" in done.stderr and "--dataset-root" in done.stderr

@@ -136,6 +136,47 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("split")
+def data_split(
+    dataset: str = typer.Argument(..., help="Dataset name (ESC50, TUT2017, ...; matched by its slug)."),
+    dataset_root: Optional[Path] = typer.Option(None, "--dataset-root", help="Folder holding DATASET in PALM layout; "
+                                                "its train.csv gives the classes. Default: the benchmark's class list."),
+    policy: str = typer.Option("sorted", "--policy", help="sorted | shuffled | zebra | file:PATH."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the shuffled policy."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Read the classes from csv_files/train_K.csv."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"base": [...], "new": [...]} only.'),
+) -> None:
+    """Print the base and new classes a split policy gives, before any GPU hour is spent on it."""
+    import json
+
+    from sept.names import dataset_slug
+    from sept.splits import resolve_split
+    from sept.trainer.data import DataError, load_dataset
+    from sept.trainer.data_check import find_folder, load_benchmark
+
+    if dataset_root is not None:
+        folder = find_folder(dataset_root.expanduser(), dataset)
+        if folder is None:
+            raise DataError(f"--dataset-root {dataset_root}: no folder for dataset {dataset!r}")
+        ds = load_dataset(folder, fold=fold, check_files=False)
+        name, classes = ds.name, ds.classes
+    else:
+        known = {dataset_slug(n): n for n in load_benchmark()}
+        name = known.get(dataset_slug(dataset))
+        if name is None:
+            raise DataError(f"dataset {dataset!r} is not one of the benchmark's datasets "
+                            f"({', '.join(sorted(known.values()))}): give --dataset-root")
+        classes = load_benchmark()[name]["classes"]
+    split = resolve_split(classes, policy, seed, dataset=name)
+    if as_json:
+        typer.echo(json.dumps({"base": split.base, "new": split.new}, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{name}: {len(split.base)} base, {len(split.new)} new (policy {policy}"
+               + (f", seed {seed}" if split.seed is not None else "") + ")")
+    typer.echo("base: " + ", ".join(split.base))
+    typer.echo("new:  " + ", ".join(split.new))
+
+
 def register(app: typer.Typer) -> None:
     """Add `sept train`, `sept eval` and `sept data check` to the `sept` app."""
     app.command("train", context_settings={"allow_extra_args": False})(train)

@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     test_csv: str = ""
     shots: int = 16                        # per class; <= 0 uses every training clip
     base_to_new: bool = False
-    split: SplitPolicy = "sorted"                # base/new split policy (sept.splits): sorted | shuffled | file:PATH
+    split: SplitPolicy = "sorted"                # base/new split policy (sept.splits): sorted | shuffled | zebra | file:PATH
     split_seed: int = 42                   # seed of the shuffled policy
     n_base: int | None = Field(None, ge=1)  # base classes of the sorted/shuffled split; None: the policy's half
     allow_visible_new: bool = False        # leak ablation: train on neighbors that saw new (or target) classes

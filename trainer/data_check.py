@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from slugify import slugify
-
+from sept.errors import SeptError
+from sept.names import dataset_slug
 from sept.trainer.data import DataError, bad_audio_files, read_csv
 
 SHOWN = 3          # names of missing classes / bad files shown per problem
@@ -56,11 +56,20 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def _find_folder(root: Path, name: str) -> Path | None:
+def slugify_or_none(name: str) -> str | None:
+    """A folder's slug; None for a name that has none (such a folder matches no dataset)."""
+    try:
+        return dataset_slug(name)
+    except SeptError:
+        return None
+
+
+def find_folder(root: Path, name: str) -> Path | None:
+    """The folder of dataset `name` under `root`: the exact name, else the one whose slug matches."""
     if (root / name).is_dir():
         return root / name
-    slug = slugify(name)
-    matches = [p for p in sorted(root.iterdir()) if p.is_dir() and slugify(p.name) == slug]
+    slug = dataset_slug(name)
+    matches = [p for p in sorted(root.iterdir()) if p.is_dir() and slugify_or_none(p.name) == slug]
     return matches[0] if matches else None
 
 
@@ -76,7 +85,7 @@ def _split_files(folder: Path, folds: int) -> tuple[list[Path], list[str]]:
 
 def check_dataset(root: Path, name: str, known: dict) -> DatasetReport:
     classes, folds = list(known["classes"]), int(known["folds"])
-    folder = _find_folder(root, name)
+    folder = find_folder(root, name)
     report = DatasetReport(name, present=folder is not None, folder=folder, expected_folds=folds,
                            expected_classes=len(classes))
     if folder is None:

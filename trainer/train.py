@@ -327,7 +327,7 @@ def run_split(cfg: TrainConfig, ds: AudioDataset) -> Split | None:
     if not cfg.base_to_new:
         return None
     try:
-        return resolve_split(ds.classes, cfg.split, cfg.split_seed, n_base=cfg.n_base)
+        return resolve_split(ds.classes, cfg.split, cfg.split_seed, n_base=cfg.n_base, dataset=ds.name)
     except SplitError as e:
         raise TrainError(f"parameter 'split': {e}") from None
 

@@ -43,8 +43,8 @@ PREPOSITIONS = frozenset("in on at into onto to from by with".split())
 # ("car coming").
 LINKING_PARTICIPLES = frozenset("caused coming".split())
 # Why hand tables and not a lemmatizer that ships its data (lemminflect 0.2.3, simplemma 2.0.0),
-# measured with benchmarks/dedup.py on the four labelled sets (recall with the lexicon; precision
-# 1.000 for every variant):
+# measured with benchmarks/dedup_stemmers.py on the four labelled sets (recall with the lexicon;
+# precision 1.000 for every variant):
 #   hand rules (these tables + stem's suffix rules)  0.942 / 0.957 / 0.938 / 0.846
 #   lemmatizer alone, lemminflect                    0.876 / 0.929 / 0.877 / 0.815
 #   lemmatizer alone, simplemma                      0.884 / 0.943 / 0.877 / 0.815

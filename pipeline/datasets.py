@@ -15,6 +15,7 @@ classes are never seen.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,23 +111,74 @@ def read_palm_classes(dataset_root: str | Path, dataset: str) -> list[str]:
     return sorted(names)
 
 
-def palm_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_class: int) -> dict[str, list[Path]]:
-    """The first `per_class` training clips of every class in `classes` (file order), for the
-    CLAP filter's text-audio check. Paths in the CSV are relative to the dataset folder.
+@dataclass(frozen=True)
+class AudioClips:
+    """The clips of the CLAP filter's audio check, and where they came from.
 
-    Only train.csv is read: a test clip (or a clip of a class outside `classes`) shaping the
-    neighbors would leak evaluation data into training.
+    clips: class -> clip paths (absolute, under the dataset folder). source: for the manifest,
+    {"train_csv": the file the candidates came from, "test_csvs": the test lists whose clips were
+    excluded, "excluded_test_clips": how many train-file rows those removed, "clips": class ->
+    the chosen paths as the CSV writes them} (relative paths only: no local folder).
+    """
+
+    clips: dict[str, list[Path]]
+    source: dict[str, Any]
+
+
+def _clip_key(path: str) -> str:
+    # "./a/b.wav" and "a//b.wav" name one clip
+    return os.path.normpath(path.strip())
+
+
+def audio_check_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_class: int) -> AudioClips:
+    """The first `per_class` clips of every class in `classes` (file order) from the root
+    train.csv that are a test clip of no fold, for the CLAP filter's text-audio check.
+
+    One neighbor version serves every fold of a dataset, and PALM's scripts overwrite the root
+    train.csv with a fold's copy: a clip of it can be a test clip of another fold. So every clip
+    listed in test.csv or any csv_files/test_<k>.csv is excluded; a class whose every train.csv
+    clip was excluded is refused, naming it (a class with no train.csv row gets no clip, and the
+    check no audio prototype for it). Paths in the CSVs are relative to the dataset folder.
     """
     folder = palm_dataset_dir(dataset_root, dataset)
     split = folder / "train.csv"
     if not split.is_file():
         raise FileNotFoundError(f"audio check: {split} not found (clips come from the training CSV only)")
+    tests = ([folder / "test.csv"] if (folder / "test.csv").is_file() else []) + sorted(
+        (folder / "csv_files").glob("test_*.csv"), key=lambda p: (len(p.name), p.name))
+    held_out = {_clip_key(r["path"]) for t in tests for r in read_palm_rows(t)}
     clips: dict[str, list[Path]] = {c: [] for c in classes}
+    chosen: dict[str, list[str]] = {c: [] for c in classes}
+    excluded = 0
+    emptied: set[str] = set()   # classes with train.csv clips, each a test clip of some fold
     for row in read_palm_rows(split):
         got = clips.get(row["classname"])
-        if got is not None and len(got) < per_class:
+        if got is None:
+            continue
+        if _clip_key(row["path"]) in held_out:
+            excluded += 1
+            emptied.add(row["classname"])
+            continue
+        if len(got) < per_class:
             got.append(folder / row["path"])
-    return clips
+            chosen[row["classname"]].append(row["path"])
+    # (a class with no row in train.csv at all gets no audio prototype, as before)
+    empty = [c for c in classes if not clips[c] and c in emptied]
+    if empty:
+        raise ValueError(
+            f"audio check: class {empty[0]!r}{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''} has no "
+            f"clip in {split} that is a test clip of no fold ({', '.join(t.relative_to(folder).as_posix() for t in tests)} "
+            "list every other one); a neighbor version serves every fold, so its audio check may use no fold's "
+            "test clip: drop audio_clips_per_class or add training-only clips to train.csv")
+    source = {"train_csv": split.relative_to(folder).as_posix(),
+              "test_csvs": [t.relative_to(folder).as_posix() for t in tests],
+              "excluded_test_clips": excluded, "clips": chosen}
+    return AudioClips(clips, source)
+
+
+def palm_clips(dataset_root: str | Path, dataset: str, classes: list[str], per_class: int) -> dict[str, list[Path]]:
+    """`audio_check_clips(...).clips`: the audio check's clips per class, no fold's test clip among them."""
+    return audio_check_clips(dataset_root, dataset, classes, per_class).clips
 
 
 def dataset_classes(cfg: Any) -> list[str]:

@@ -48,9 +48,12 @@ class GenerationSettings:
     samples: independent replies per class (one request with `n` where the backend allows it).
     max_attempts: tries per sample when replies are invalid for the schema.
     transport_retries: extra tries of one request after 429/5xx/timeouts/connection errors.
+    dataset_description: what the prompt says in place of the dataset's name; None: the name
+    (see `prompt_dataset`).
     """
 
     dataset: str
+    dataset_description: str | None = None
     n_per_class: int = 10
     samples: int = 1
     temperature: float = 0.8
@@ -67,6 +70,7 @@ class GenerationSettings:
     def __post_init__(self):
         checks = {
             "dataset": bool(self.dataset),
+            "dataset_description": self.dataset_description is None or bool(self.dataset_description.strip()),
             "n_per_class": self.n_per_class >= 1,
             "samples": self.samples >= 1,
             "temperature": 0.0 <= self.temperature <= 2.0,
@@ -92,6 +96,29 @@ class GenerationSettings:
         d["n_ask"] = self.n_ask
         d["schema"] = SCHEMA_VERSION
         return d
+
+
+# What a prompt calls the task when the run sees only part of a dataset's classes: no name an
+# LLM could recall the dataset's other (held-out) classes from, and no claim that the list is
+# the dataset's whole class list.
+NEUTRAL_DESCRIPTION = "an audio classification task"
+
+
+def prompt_dataset(dataset: str, choice: str | None, partial: bool) -> str | None:
+    """The `dataset_description` of GenerationSettings for a run of `dataset`.
+
+    choice: None -> the dataset's name (None) when the run sees all its classes, else
+    NEUTRAL_DESCRIPTION; "name" -> always the name; any other text -> that text, used as
+    the description. partial: the run sees a strict subset of the dataset's classes
+    (a split part, a visible-classes file).
+    """
+    if choice is None:
+        return NEUTRAL_DESCRIPTION if partial else None
+    if choice.strip() == "name":
+        return None
+    if not choice.strip():
+        raise ValueError("dataset_description: must not be empty (unset it for the automatic choice)")
+    return " ".join(choice.split())
 
 
 @dataclass
@@ -260,8 +287,9 @@ async def generate_class(backend: LLMBackend, class_name: str, classes: list[str
 async def _generate_class(backend: LLMBackend, class_name: str, classes: list[str], prompt: Prompt,
                           settings: GenerationSettings, cache: ResponseCache | None, limiter: _Limiter,
                           result: ClassResult) -> ClassResult:
-    user = prompt.render(dataset=settings.dataset, class_name=class_name, classes=list(classes),
-                         n=settings.n_per_class, n_ask=settings.n_ask)
+    described = settings.dataset_description
+    user = prompt.render(dataset=described or settings.dataset, named=described is None, class_name=class_name,
+                         classes=list(classes), n=settings.n_per_class, n_ask=settings.n_ask)
     provenance = backend.describe()
     key_base = {
         **provenance,

@@ -57,6 +57,11 @@ class PipelineConfig(BaseModel):
     split_seed: int = Field(42, description="Seed of the shuffled split policy.")
     visible_classes_file: Path | None = Field(None, description="Text file, one class per line: make neighbors for "
                                                                 "these classes only, seeing no other.")
+    dataset_description: str | None = Field(
+        None, description="What the LLM prompt calls the dataset. Unset: its name when the run sees all its "
+                          "classes; when it sees part of them (split, visible_classes_file) the neutral \"an audio "
+                          "classification task\", so no name lets the LLM recall the held-out classes. 'name': "
+                          "always the name; any other text: that description.")
     # ---- LLM
     backend: str = Field(description=f"LLM backend: {' | '.join(BACKENDS)}.")
     model: str = Field(description="LLM name (or local path for vllm-offline).")
@@ -112,6 +117,13 @@ class PipelineConfig(BaseModel):
         if not v or not v.strip():
             raise ValueError("must not be empty")
         return v.strip()
+
+    @field_validator("dataset_description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty (leave it unset for the automatic choice)")
+        return v
 
     @field_validator("backend")
     @classmethod
@@ -200,6 +212,10 @@ def resolve_inputs(cfg: PipelineConfig):
     try:
         # the messages of dataset, classes_file, dataset_root, split and visible_classes_file name them
         classes = resolve_classes(cfg)
+        if cfg.audio_clips_per_class:   # a class left without a clip fails before any request
+            from sept.pipeline.datasets import audio_check_clips
+
+            audio_check_clips(cfg.dataset_root, cfg.dataset, classes, cfg.audio_clips_per_class)
     except (ValueError, OSError) as e:
         raise ConfigError(str(e)) from None
     loaded = []
@@ -266,10 +282,12 @@ class PipelineResult:
 
 def generation_settings(cfg: PipelineConfig):
     """The generation stage's settings for this config."""
+    from sept.pipeline.datasets import visibility
     from sept.pipeline.generate import GenerationSettings
 
     return GenerationSettings(
         dataset=cfg.dataset,
+        dataset_description=prompt_description(cfg, visibility(cfg)),
         n_per_class=cfg.n_per_class,
         samples=cfg.samples,
         temperature=cfg.temperature,
@@ -278,6 +296,13 @@ def generation_settings(cfg: PipelineConfig):
         concurrency=cfg.concurrency,
         seed=cfg.seed,
     )
+
+
+def prompt_description(cfg: PipelineConfig, seen) -> str | None:
+    """The dataset description the prompts use (None: the dataset's name), `seen` the run's Visibility."""
+    from sept.pipeline.generate import prompt_dataset
+
+    return prompt_dataset(cfg.dataset, cfg.dataset_description, len(seen.visible) < len(seen.classes))
 
 
 def load_clap(cfg: PipelineConfig):
@@ -314,6 +339,8 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
             "max_attempts": cfg.max_attempts,
         },
         "prompt": prompt.ref,
+        # what the prompts called the dataset: its name, or the description that replaced it
+        "dataset_description": prompt_description(cfg, seen) or cfg.dataset,
         "templates": templates.ref,
         "dedup": {
             "threshold": cfg.dedup_threshold,
@@ -349,6 +376,12 @@ def provenance(cfg: PipelineConfig, prompt, templates, backbone=None) -> dict[st
             "audio_clips_per_class": cfg.audio_clips_per_class,
             "min_audio_self": cfg.min_audio_self,
         }
+        if cfg.audio_clips_per_class:
+            from sept.pipeline.datasets import audio_check_clips
+
+            # where the audio check's clips came from: train.csv less every fold's test clips
+            params["clap_filter"]["audio_clips"] = audio_check_clips(
+                cfg.dataset_root, cfg.dataset, seen.visible, cfg.audio_clips_per_class).source
         params["margins"] = {"fingerprint": backbone.fingerprint, "templates": templates.ref}
     return params
 

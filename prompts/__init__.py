@@ -36,8 +36,15 @@ def _load(folder: str, id_or_path: str) -> tuple[dict, Path]:
 
 @dataclass(frozen=True)
 class Prompt:
-    """An LLM prompt for neighbor generation; `user` has {dataset}, {class_name},
-    {class_list}, {n} and {n_ask} placeholders."""
+    """An LLM prompt for neighbor generation; `user` has {dataset}, {dataset_phrase}, {class_name},
+    {class_list}, {n} and {n_ask} placeholders.
+
+    {dataset} is the dataset's name, or, when the run sees only part of its classes, a neutral
+    description of the task (see sept.pipeline.generate.prompt_dataset): a name lets an LLM
+    recall the classes the run must not see. {dataset_phrase} is the sentence subject the
+    bundled prompts open with: 'The audio dataset "<name>"', or the description capitalized
+    ("An audio classification task"), which presents the list as the task's classes, not the
+    dataset's."""
 
     id: str
     hash: str
@@ -50,9 +57,13 @@ class Prompt:
     def ref(self) -> str:
         return f"{self.id}@{self.hash}"
 
-    def render(self, *, dataset: str, class_name: str, classes: list[str], n: int, n_ask: int) -> str:
+    def render(self, *, dataset: str, class_name: str, classes: list[str], n: int, n_ask: int,
+               named: bool = True) -> str:
+        """The user message. named: `dataset` is the dataset's name (else a description)."""
         class_list = ", ".join(f'"{c}"' for c in classes)
-        return self.user.format(dataset=dataset, class_name=class_name, class_list=class_list, n=n, n_ask=n_ask)
+        phrase = f'The audio dataset "{dataset}"' if named else dataset[:1].upper() + dataset[1:]
+        return self.user.format(dataset=dataset, dataset_phrase=phrase, class_name=class_name,
+                                class_list=class_list, n=n, n_ask=n_ask)
 
 
 @dataclass(frozen=True)

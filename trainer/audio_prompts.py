@@ -112,8 +112,11 @@ class AudioPrompt(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def param_groups(self) -> list[dict]:
-        """The FiLM joins the text prompt's SGD at the prompt's lr and momentum (main.py): one group."""
-        return [{"params": list(self.parameters())}]
+        """The FiLM joins the text prompt's SGD at the prompt's lr and momentum (main.py): one group,
+        with weight decay 0 whatever the run's `weight_decay` (DePT's 5e-4 included): ASPL's
+        reference (hyebin-c/aspl main.py) gives the FiLM's optimizer no weight decay, and a decay
+        would pull gamma/beta towards 0 rather than towards the identity FiLM (gamma 1, beta 0)."""
+        return [{"params": list(self.parameters()), "weight_decay": 0.0}]
 
     @contextmanager
     def applied(self) -> Iterator[None]:

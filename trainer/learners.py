@@ -472,7 +472,8 @@ class DePT(Learner):
 
     def param_groups(self, cfg):
         """The prompt's at lr; the head's and FiLMs' at dept_lr_mult x lr (DePT's STAGED_LR over
-        its 'linear_probe' and 'film' layers)."""
+        its 'linear_probe' and 'film' layers). Both groups take the run's weight decay (dassl's 5e-4);
+        an audio prompt's FiLM is its own group and keeps ASPL's 0 (AudioPrompt.param_groups)."""
         return [{"params": self.prompt_parameters()},
                 {"params": self.head_parameters(), "lr": cfg.lr * cfg.dept_lr_mult}]
 

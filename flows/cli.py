@@ -140,7 +140,10 @@ bench_app = typer.Typer(
 
 _B_ROOT = typer.Option(..., "--datasets-root", help="Folder holding the datasets in PALM layout (<root>/<Dataset>/train.csv).")
 _B_CKPT = typer.Option("", "--checkpoint", help="LAION-CLAP checkpoint every run uses.")
-_B_METHODS = typer.Option("coop", "--methods", help="Comma-separated methods (coop, cocoop, kgcoop, palm, ...).")
+_B_METHODS = typer.Option("coop", "--methods", help="Comma-separated methods, each [dept:]METHOD[+aspl|+aspl+][@RECIPE]: "
+                                                    "coop, cocoop, kgcoop, palm, dept:coop, coop+aspl, kgcoop@reference, ...")
+_B_RECIPE = typer.Option("palm", "--recipe", help="Optimizer settings of the methods without @RECIPE: palm (PALM's, "
+                                                  "the default) or reference (each method's own paper's).")
 _B_ARMS = typer.Option("off,on", "--sept", help="Comma-separated arms: off (no neighbors), on (--neighbors), "
                                                 "random (the --random-neighbors versions, a control).")
 _B_NEIGHBORS = typer.Option(None, "--neighbors", help="Tag of each dataset's neighbor version for the 'on' arm "
@@ -288,6 +291,7 @@ def bench_base2new(
     datasets_root: Path = _B_ROOT,
     checkpoint: str = _B_CKPT,
     methods: str = _B_METHODS,
+    recipe: str = _B_RECIPE,
     sept: str = _B_ARMS,
     neighbors: Optional[str] = _B_NEIGHBORS,
     random_neighbors: str = _B_RANDOM,
@@ -308,7 +312,7 @@ def bench_base2new(
     quiet: bool = _B_QUIET,
 ) -> None:
     """Base-to-new: train on each dataset's base classes, report Base / New / H beside the SEPT paper's."""
-    given = dict(datasets_root=str(datasets_root), checkpoint=checkpoint, methods=methods, sept=sept,
+    given = dict(datasets_root=str(datasets_root), checkpoint=checkpoint, methods=methods, recipe=recipe, sept=sept,
                  neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds, datasets=datasets or "",
                  folds=folds, split=split, split_seed=split_seed, options=list(overrides or []))
     _bench("base2new", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
@@ -323,6 +327,7 @@ def bench_cross(
     targets: str = typer.Option(..., "--targets", help="Comma-separated datasets evaluated without training."),
     checkpoint: str = _B_CKPT,
     methods: str = _B_METHODS,
+    recipe: str = _B_RECIPE,
     sept: str = _B_ARMS,
     neighbors: Optional[str] = _B_NEIGHBORS,
     random_neighbors: str = _B_RANDOM,
@@ -341,7 +346,7 @@ def bench_cross(
 ) -> None:
     """Cross-dataset: train on all classes of --source, evaluate on each target; accuracy per target."""
     given = dict(datasets_root=str(datasets_root), source=source, targets=targets, checkpoint=checkpoint,
-                 methods=methods, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
+                 methods=methods, recipe=recipe, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
                  folds=folds, options=list(overrides or []))
     _bench("cross", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
            generate_arg, quiet)

@@ -140,6 +140,7 @@ def train_sweep(
     protocol: str = "base2new",
     checkpoint: str = "",
     methods: str | list[str] = "coop",
+    recipe: str = "palm",
     sept: str | list[str] = "off,on",
     neighbors: str | None = None,
     random_neighbors: str = "random",
@@ -164,6 +165,7 @@ def train_sweep(
     when a run failed, listing each with its reason.
 
     methods, sept (arms off,on,random), seeds, datasets, targets: comma-separated or lists.
+    methods entries: [dept:]METHOD[+aspl|+aspl+][@RECIPE]; recipe: palm | reference, of the entries without one.
     options: training key=value (METHOD.key=value for one method), space-separated or a list.
     num_gpus: GPUs per Ray task (fractional allowed); default 1 when this machine sees a GPU, else 0.
     """
@@ -172,7 +174,7 @@ def train_sweep(
     # `prefect deployment run --param seeds=1` arrives as a number
     seeds = str(seeds) if isinstance(seeds, int) else seeds
     given = clean_params(dict(datasets_root=datasets_root, protocol=protocol, checkpoint=checkpoint, methods=methods,
-                              sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
+                              recipe=recipe, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
                               datasets=datasets, folds=str(folds), split=split, split_seed=split_seed, source=source,
                               targets=targets, options=options, out=out, store=store))
     if num_gpus is not None and num_gpus < 0:

@@ -12,7 +12,7 @@ and a run whose results.json holds a config of that hash is done and never redon
 plans, reads run folders and writes the bench folder; it trains nothing itself and knows no
 orchestrator (sept.flows adapts it to Prefect), so every step runs and tests in plain Python.
 
-    spec       BenchSpec, spec_from, options, row labels, BenchError
+    spec       BenchSpec, spec_from, MethodId (a row's method identity), options, row labels, BenchError
     plan       plan_bench, PlannedRun, Plan, the neighbor versions each arm needs
     records    RunRecord, load_record, sweep.json
     aggregate  Table, aggregate_base2new, aggregate_cross (the averaging conventions)
@@ -23,12 +23,12 @@ from sept.sweeps.aggregate import PUBLISHED, AccuracyCell, Cell, Row, Table, agg
 from sept.sweeps.plan import MissingNeighbors, Plan, PlannedRun, plan_bench, resolve_neighbors
 from sept.sweeps.plots import write_plots
 from sept.sweeps.records import RESULTS, SWEEP_INFO, RunRecord, load_record, write_json, write_sweep_info
-from sept.sweeps.spec import ARMS, PROTOCOLS, BenchError, BenchSpec, parse_options, row_label, spec_from
+from sept.sweeps.spec import ARMS, PROTOCOLS, BenchError, BenchSpec, MethodId, parse_options, row_label, spec_from
 from sept.sweeps.tables import runs_csv, table_csv, table_md, write_outputs
 
 __all__ = [
     "ARMS", "PROTOCOLS", "PUBLISHED", "RESULTS", "SWEEP_INFO",
-    "AccuracyCell", "BenchError", "BenchSpec", "Cell", "MissingNeighbors", "Plan", "PlannedRun", "Row", "RunRecord",
+    "AccuracyCell", "BenchError", "BenchSpec", "Cell", "MethodId", "MissingNeighbors", "Plan", "PlannedRun", "Row", "RunRecord",
     "Table",
     "aggregate_base2new", "aggregate_cross", "build_table", "load_record", "parse_options", "plan_bench",
     "resolve_neighbors", "row_label", "runs_csv", "spec_from", "table_csv", "table_md", "write_json",

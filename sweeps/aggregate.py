@@ -1,5 +1,9 @@
 """Run records -> a `Table` of rows (method, arm) x datasets, in percent, beside the published figures.
 
+A row's method is a `MethodId` token (sept.sweeps.spec): `coop`, `dept:coop`, `coop+aspl`,
+`kgcoop@reference`, so DePT, an audio prompt or another recipe is a row of its own. The SEPT
+paper's figures stand only beside the rows that are exactly its methods (`MethodId.plain`).
+
 Base-to-new, per (dataset, method, arm): Base and New are the mean and sample std over
 folds x seeds; H per dataset is the harmonic mean of those means. The average over datasets is
 the mean of the per-dataset Base, New and H (the SEPT paper's convention: its CoOp row reads
@@ -18,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sept.sweeps.records import RunRecord
-from sept.sweeps.spec import ARMS, row_label
+from sept.sweeps.spec import ARMS, MethodId, row_label
 from sept.trainer.metrics import harmonic_mean
 
 if TYPE_CHECKING:
     from sept.sweeps.plan import Plan
 
-# The SEPT paper's 11-dataset base-to-new averages (Base, New, H), in percent.
+# The SEPT paper's 11-dataset base-to-new averages (Base, New, H), in percent; keys are plain
+# methods (no DePT, no audio prompt, PALM's recipe, which the paper's PALM-based code trains with).
 PUBLISHED: dict[tuple[str, str], tuple[float, float, float]] = {
     ("coop", "off"): (65.00, 34.09, 42.83),
     ("coop", "on"): (64.36, 42.98, 49.70),
@@ -58,7 +63,7 @@ class AccuracyCell:
 
 @dataclass
 class Row:
-    method: str
+    method: str                                  # MethodId token
     arm: str
     cells: dict[str, Any]                       # dataset (or target) -> Cell / AccuracyCell
     average: dict[str, float] = field(default_factory=dict)
@@ -71,7 +76,11 @@ class Row:
     @property
     def published(self) -> tuple[float, float, float] | None:
         """The SEPT paper's average, only beside the row that is exactly that paper's method."""
-        return PUBLISHED.get((self.method, self.arm))
+        try:
+            plain = MethodId.parse(self.method).plain
+        except ValueError:
+            return None
+        return PUBLISHED.get((self.method, self.arm)) if plain else None
 
 
 @dataclass
@@ -141,5 +150,5 @@ def build_table(plan: Plan, records: list[RunRecord]) -> Table:
     """The table of a plan's protocol, rows in the spec's method and arm order."""
     spec = plan.spec
     if spec.protocol == "base2new":
-        return aggregate_base2new(records, plan.datasets, spec.methods, spec.sept)
-    return aggregate_cross(records, spec.source, list(spec.targets), spec.methods, spec.sept)
+        return aggregate_base2new(records, plan.datasets, plan.method_order(), spec.sept)
+    return aggregate_cross(records, spec.source, list(spec.targets), plan.method_order(), spec.sept)

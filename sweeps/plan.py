@@ -1,12 +1,16 @@
 """Planning a bench: every (dataset, fold, method, SEPT arm, seed) -> a resolved TrainConfig and its hash.
 
+A run's `method` is the token of the identity its resolved config runs (`sept.sweeps.spec.MethodId`:
+base method, DePT, audio prompt, recipe), so rows and runs.csv name what ran, options included.
+
     plan = plan_bench(spec)        # runs, and what stops the bench: data problems, missing versions
     todo = [r for r in plan.runs if not r.done()]
 
 A run is identified by the hash of its resolved config (`sept.trainer.config.config_hash`, which
 leaves out the fields that only say where outputs go): a run whose results.json holds a config
 with the same hash is done and never redone, so a bench resumes. A run's name is
-<dataset-slug>-<method>-<arm>[-fold<k>]-seed<s>-<8 hex of the hash>.
+<dataset-slug>-<method slug>-<arm>[-fold<k>]-seed<s>-<8 hex of the hash> (method slug: `coop`,
+`dept-coop`, `coop-aspl`, `kgcoop-reference`, ...).
 
 Each SEPT arm needs a neighbor version per dataset (the "on" arm's tag, the "random" arm's tag);
 one that is absent or does not serve the runs (`sept.neighbor_store.serving`) is listed in
@@ -23,7 +27,7 @@ from typing import Any
 from sept.names import dataset_slug
 from sept.splits import Split, SplitError, resolve_split
 from sept.sweeps.records import RESULTS
-from sept.sweeps.spec import BenchError, BenchSpec, parse_options, row_label
+from sept.sweeps.spec import BenchError, BenchSpec, MethodId, parse_options, row_label, scoped_options
 from sept.trainer.config import ConfigError, TrainConfig, config_hash, make_config
 
 
@@ -34,7 +38,7 @@ class PlannedRun:
     name: str
     dataset: str
     fold: int | None
-    method: str
+    method: str                 # MethodId token of the config: coop, dept:coop, coop+aspl, kgcoop@reference
     arm: str
     seed: int
     config: dict[str, Any]
@@ -47,6 +51,10 @@ class PlannedRun:
     @property
     def label(self) -> str:
         return row_label(self.method, self.arm)
+
+    @property
+    def identity(self) -> MethodId:
+        return MethodId.from_config(self.config)
 
     def done(self) -> bool:
         """results.json exists and holds a config with this run's hash."""
@@ -79,6 +87,11 @@ class Plan:
     missing: list[MissingNeighbors] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # data check
     neighbors: dict[tuple[str, str], str] = field(default_factory=dict)   # (dataset, arm) -> DATASET@id
+    methods: list[str] = field(default_factory=list)    # the rows' method tokens, in the spec's order
+
+    def method_order(self) -> list[str]:
+        """The rows' method tokens: as planned, else those the spec's entries name."""
+        return self.methods or list(dict.fromkeys(ident.token for _, ident in self.spec.method_ids()))
 
     @property
     def out(self) -> Path:
@@ -271,6 +284,7 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
     store = str(Path(spec.store).expanduser().resolve()) if spec.store else None
     trained = names if spec.protocol == "base2new" else [spec.source]
     targets = [str(folders[t]) for t in spec.targets] if spec.protocol == "cross" else []
+    ran_by: dict[str, str] = {}        # method token -> the methods entry that runs it
 
     for dataset in trained:
         folder = folders[dataset]
@@ -285,7 +299,7 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
                     refs[arm] = ref
                     plan.neighbors[(dataset, arm)] = ref
         folds = select_folds(spec.folds, dataset_folds(folder), dataset)
-        for method in spec.methods:
+        for entry, given_identity in spec.method_ids():
             for arm in spec.sept:
                 if arm != "off" and refs.get(arm) is None:
                     continue
@@ -294,8 +308,9 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
                         # the bench's flags < options for every run < options for this method
                         values: dict[str, Any] = {k: v for k, v in (("checkpoint", spec.checkpoint), ("store", store))
                                                   if v}
-                        values.update({**shared, **scoped.get(method, {}),
-                                       "dataset_root": str(folder), "method": method, "seed": seed,
+                        # the entry's identity < options: `dept=true` for every run still names its rows
+                        values.update({**given_identity.overrides(), **shared, **scoped_options(scoped, entry),
+                                       "dataset_root": str(folder), "seed": seed,
                                        "fold": fold, "neighbors": refs[arm], "out_dir": str(out / "runs")})
                         if spec.protocol == "base2new":
                             values["base_to_new"] = True
@@ -307,10 +322,19 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
                         try:
                             cfg = make_config(overrides=values)
                         except ConfigError as e:
-                            raise BenchError(f"{dataset} {method}: {e}") from None
+                            raise BenchError(f"{dataset} {entry}: {e}") from None
+                        identity = MethodId.from_config(cfg.to_dict())
+                        other = ran_by.setdefault(identity.token, entry)
+                        if other != entry:
+                            raise BenchError(f"methods {other!r} and {entry!r} both run {identity.label} "
+                                             "(with the bench's options)")
                         digest = config_hash(cfg)
-                        parts = [dataset_slug(dataset), method, arm] + ([f"fold{fold}"] if fold is not None else [])
+                        parts = [dataset_slug(dataset), identity.slug, arm] + ([f"fold{fold}"] if fold is not None else [])
                         name = "-".join(parts + [f"seed{seed}", digest[:8]])
                         cfg = cfg.replace(run_name=name)
-                        plan.runs.append(PlannedRun(name, dataset, fold, method, arm, seed, cfg.to_dict(), digest))
+                        plan.runs.append(PlannedRun(name, dataset, fold, identity.token, arm, seed, cfg.to_dict(),
+                                                    digest))
+    # entry order; an entry whose every arm lacks neighbors still has the identity it asks for
+    tokens = {entry: token for token, entry in ran_by.items()}
+    plan.methods = list(dict.fromkeys(tokens.get(entry, ident.token) for entry, ident in spec.method_ids()))
     return plan

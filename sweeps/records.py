@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sept.atomic import atomic_write_json
+from sept.trainer.config import ConfigError, fewshot_sha256
 from sept.trainer.metrics import harmonic_mean
 
 if TYPE_CHECKING:
@@ -45,12 +46,18 @@ class RunRecord:
     worker: str = ""
     clap_loads: int | None = None
     error: str = ""
+    fewshot_sha256: str = ""           # sha256 of the run's few-shot file (`sept bench --fewshot-dir`), else ""
 
 
 def load_record(run: PlannedRun, status: str | None = None, error: str = "") -> RunRecord:
     """The run's record from its folder (results.json, sweep.json); figures None when absent."""
     rec = RunRecord(run.name, run.dataset, run.fold, run.method, run.arm, run.seed, run.config_hash,
                     status or ("skipped" if run.done() else "pending"), str(run.run_dir), error=error)
+    if run.config.get("fewshot_file"):
+        try:
+            rec.fewshot_sha256 = fewshot_sha256(run.config["fewshot_file"])
+        except ConfigError:
+            pass        # removed since the plan read it: the row says nothing rather than fail the table
     if status != "failed" and run.done():
         results = json.loads((run.run_dir / RESULTS).read_text(encoding="utf-8"))
         metrics = results.get("metrics", {})

@@ -2,7 +2,7 @@
 
     write_outputs(plan, records)     # runs.csv, table.md, table.csv, plots/*.png in plan.out
 
-runs.csv keeps fractions as percent with 4 decimals; table.csv keeps full precision; table.md
+runs.csv names each run's method token, row label and recipe, and keeps fractions as percent with 4 decimals; table.csv keeps full precision; table.md
 prints 2 decimals with the SEPT paper's published averages beside the rows that are exactly its
 methods. Every file is written atomically: a reader sees the previous table or the new one.
 """
@@ -17,13 +17,16 @@ from sept.atomic import atomic_write
 from sept.sweeps.aggregate import Table, build_table
 from sept.sweeps.plots import write_plots
 from sept.sweeps.records import RunRecord
+from sept.sweeps.spec import MethodId, row_label
 
 if TYPE_CHECKING:
     from sept.sweeps.plan import Plan
 
 
-RUN_COLUMNS = ("run", "dataset", "fold", "method", "arm", "seed", "config_hash", "status", "base", "new", "H",
-               "accuracy", "transfer", "seconds", "started", "ended", "worker", "clap_loads", "error", "run_dir")
+# method: the MethodId token (coop, dept:coop, coop+aspl, kgcoop@reference); label: its table row
+RUN_COLUMNS = ("run", "dataset", "fold", "method", "arm", "label", "recipe", "seed", "config_hash", "status",
+               "base", "new", "H", "accuracy", "transfer", "seconds", "started", "ended", "worker", "clap_loads",
+               "error", "run_dir")
 
 
 def runs_csv(records: list[RunRecord]) -> str:
@@ -32,13 +35,22 @@ def runs_csv(records: list[RunRecord]) -> str:
     w.writerow(RUN_COLUMNS)
     pct = lambda v: "" if v is None else f"{100 * v:.4f}"   # noqa: E731
     for r in records:
-        w.writerow([r.name, r.dataset, "" if r.fold is None else r.fold, r.method, r.arm, r.seed, r.config_hash,
+        identity = _identity(r.method)
+        w.writerow([r.name, r.dataset, "" if r.fold is None else r.fold, r.method, r.arm, row_label(r.method, r.arm),
+                    identity.recipe if identity else "", r.seed, r.config_hash,
                     r.status, pct(r.base), pct(r.new), pct(r.H), pct(r.accuracy),
                     json.dumps({k: round(100 * v, 4) for k, v in r.transfer.items()}) if r.transfer else "",
                     "" if r.seconds is None else f"{r.seconds:.2f}",
                     "" if r.started is None else f"{r.started:.3f}", "" if r.ended is None else f"{r.ended:.3f}",
                     r.worker, "" if r.clap_loads is None else r.clap_loads, r.error, r.run_dir])
     return buf.getvalue()
+
+
+def _identity(token: str) -> MethodId | None:
+    try:
+        return MethodId.parse(token)
+    except ValueError:
+        return None
 
 
 def _f(value: float | None) -> str:
@@ -110,7 +122,8 @@ def table_md(table: Table, failures: int = 0) -> str:
             "Base and New: mean ± sample std over folds x seeds, in percent; H per dataset from those means.",
             "Avg: mean over datasets of the per-dataset Base, New and H (the SEPT paper's convention).",
             "¹ H of the average Base and New (the CoOp paper's convention).",
-            f"² the SEPT paper's published average over its 11 datasets; ours covers {len(table.columns)}.",
+            f"² the SEPT paper's published average over its 11 datasets; ours covers {len(table.columns)}. "
+            "Only beside the rows that are exactly its methods: no DePT, no audio prompt, PALM's recipe.",
         ]
         if any(r.average and r.n_datasets < len(table.columns) for r in table.rows):
             lines.append("* average over fewer datasets than the table's columns (some runs failed or are missing).")

@@ -275,3 +275,138 @@ def test_generate_makes_the_missing_random_versions_then_dry_run_lists_the_runs(
         base_version = generated.read(f"{name}@base-v1")
         assert random_version.classes == base_version.classes and random_version.id != base_version.id
     assert not (tmp_path / "bench" / "runs").exists()
+
+
+# ------------------------------------------------------------------------- method identities
+
+def test_method_entries_parse_into_identities_with_labels():
+    from sept.sweeps import MethodId
+
+    cases = {"coop": ("CoOp", True), "dept:coop": ("DePT (CoOp)", False), "coop+aspl": ("CoOp + ASPL", False),
+             "dept:kgcoop+aspl+": ("DePT (KgCoOp) + ASPL+", False),
+             "kgcoop@reference": ("KgCoOp (reference recipe)", False), "palm@palm": ("PALM", True)}
+    for entry, (label, plain) in cases.items():
+        identity = MethodId.parse(entry)
+        assert (identity.label, identity.plain) == (label, plain), entry
+        assert MethodId.parse(identity.token) == identity      # the token is the whole identity
+    assert MethodId.parse("coop", recipe="reference").token == "coop@reference"
+    assert MethodId.parse("dept:coop+aspl+").slug == "dept-coop-asplplus"
+    with pytest.raises(BenchError, match="parameter 'methods'.*'dept:palm'.*DePT applies to"):
+        spec_from(dict(datasets_root="/r", methods="coop,dept:palm", sept="off"))
+    with pytest.raises(BenchError, match="unknown audio prompt 'film'"):
+        spec_from(dict(datasets_root="/r", methods="coop+film", sept="off"))
+    with pytest.raises(BenchError, match="unknown recipe 'clip'"):
+        spec_from(dict(datasets_root="/r", methods="coop@clip", sept="off"))
+    with pytest.raises(BenchError, match="'coop' and 'coop@palm' both run CoOp"):
+        spec_from(dict(datasets_root="/r", methods="coop,coop@palm", sept="off"))
+
+
+def _write_results(run, base, new):
+    """The trainer's results.json of a finished run: its config and its metrics (fractions)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"base": {"accuracy": base}, "new": {"accuracy": new}, "H": 2 * base * new / (base + new)}
+    (run.run_dir / "results.json").write_text(json.dumps({"config": run.config, "metrics": metrics, "seconds": 1.0}))
+
+
+def test_coop_dept_and_aspl_in_one_bench_are_three_labelled_rows(bench_root, tmp_path):
+    from sept.sweeps import load_record
+
+    plan = plan_bench(_spec(bench_root, tmp_path, methods="coop,dept:coop,coop+aspl", seeds="1",
+                            datasets="Beijing-Opera", options=["epochs=1"]))
+    assert plan.ok, plan.describe_problems()
+    assert plan.methods == ["coop", "dept:coop", "coop+aspl"] and len(plan.runs) == 3 * 2
+    by = {(r.method, r.arm): r for r in plan.runs}
+    assert by[("dept:coop", "on")].config["dept"] is True and by[("coop", "on")].config["dept"] is False
+    assert by[("coop+aspl", "off")].config["audio_prompt"] == "aspl"
+    assert by[("coop", "off")].config["audio_prompt"] == "none"
+    # DePT's own settings, except what the options set
+    assert by[("dept:coop", "off")].config["batch_size"] == 4 and by[("dept:coop", "off")].config["epochs"] == 1
+    assert len({r.name for r in plan.runs}) == 6 and by[("dept:coop", "on")].name.startswith("beijing-opera-dept-coop-on-")
+    assert by[("coop", "off")].name.startswith("beijing-opera-coop-off-fold1-seed1-")   # as before identities
+
+    figures = {"coop": (0.60, 0.30), "dept:coop": (0.70, 0.20), "coop+aspl": (0.50, 0.40)}
+    for run in plan.runs:
+        base, new = figures[run.method]
+        _write_results(run, base + (0.02 if run.arm == "on" else 0.0), new)
+    records = [load_record(run) for run in plan.runs]
+    assert {r.status for r in records} == {"skipped"} and all(r.base is not None for r in records)
+    written = write_outputs(plan, records)
+    table = written["table"]
+    assert [row.label for row in table.rows] == ["CoOp", "CoOp + SEPT", "DePT (CoOp)", "DePT (CoOp) + SEPT",
+                                                 "CoOp + ASPL", "CoOp + ASPL + SEPT"]
+    published = {row.label: row.published for row in table.rows}
+    assert published["CoOp"] == (65.00, 34.09, 42.83) and published["CoOp + SEPT"] == (64.36, 42.98, 49.70)
+    assert all(p is None for label, p in published.items() if label not in ("CoOp", "CoOp + SEPT"))
+    dept_row = next(row for row in table.rows if row.label == "DePT (CoOp)")
+    assert dept_row.cells["Beijing-Opera"].base == pytest.approx(70.0)
+
+    md = (tmp_path / "bench" / "table.md").read_text()
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    assert lines["CoOp"].rstrip(" |").endswith("65.00 / 34.09 / 42.83")
+    for label in ("DePT (CoOp)", "DePT (CoOp) + SEPT", "CoOp + ASPL", "CoOp + ASPL + SEPT"):
+        assert lines[label].rstrip().endswith("|  |"), lines[label]       # the paper column empty
+    rows = list(csv.DictReader((tmp_path / "bench" / "runs.csv").open()))
+    assert {(r["method"], r["label"], r["recipe"]) for r in rows if r["arm"] == "on"} == {
+        ("coop", "CoOp + SEPT", "palm"), ("dept:coop", "DePT (CoOp) + SEPT", "palm"),
+        ("coop+aspl", "CoOp + ASPL + SEPT", "palm")}
+    paper = {r["row"]: r["paper/H"] for r in csv.DictReader((tmp_path / "bench" / "table.csv").open())}
+    assert paper["CoOp"] == "42.83" and paper["DePT (CoOp)"] == "" and paper["CoOp + ASPL + SEPT"] == ""
+
+
+def test_an_option_that_changes_the_identity_names_the_row(bench_root, tmp_path):
+    # today's syntax: plain methods and `dept=true` for every run -- the rows say DePT
+    plan = plan_bench(_spec(bench_root, tmp_path, methods="coop,kgcoop", sept="off", seeds="1",
+                            datasets="CREMA-D", options=["dept=true", "kgcoop.audio_prompt=aspl+"]))
+    assert plan.methods == ["dept:coop", "dept:kgcoop+aspl+"]
+    assert {r.label for r in plan.runs} == {"DePT (CoOp)", "DePT (KgCoOp) + ASPL+"}
+    # two entries that the options make one identity are refused, naming both
+    with pytest.raises(BenchError, match="'coop' and 'dept:coop' both run DePT .CoOp."):
+        plan_bench(_spec(bench_root, tmp_path, methods="coop,dept:coop", sept="off", seeds="1",
+                         datasets="CREMA-D", options=["dept=true"]))
+    # an entry's own options: `dept:coop.lr` reaches that entry only, `coop.lr` every CoOp entry
+    scoped = plan_bench(_spec(bench_root, tmp_path, methods="coop,dept:coop", sept="off", seeds="1",
+                              datasets="CREMA-D", options=["coop.epochs=3", "dept:coop.lr=0.5"]))
+    cfg = {r.method: r.config for r in scoped.runs}
+    assert (cfg["coop"]["epochs"], cfg["coop"]["lr"]) == (3, 0.05)
+    assert (cfg["dept:coop"]["epochs"], cfg["dept:coop"]["lr"]) == (3, 0.5)
+
+
+def test_reference_recipe_bench_records_the_recipe_and_labels_its_rows(bench_root, tmp_path):
+    from sept.sweeps import load_record
+
+    plan = plan_bench(_spec(bench_root, tmp_path, methods="kgcoop,coop@palm", recipe="reference", sept="off,on",
+                            seeds="1", datasets="CREMA-D", options=[]))
+    assert plan.methods == ["kgcoop@reference", "coop"]
+    kg = next(r for r in plan.runs if r.method == "kgcoop@reference")
+    # KgCoOp's own settings (htyao89/KgCoOp configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml)
+    assert (kg.config["recipe"], kg.config["lr"], kg.config["batch_size"], kg.config["epochs"]) == (
+        "reference", 0.002, 128, 100)
+    assert kg.name.startswith("crema-d-kgcoop-reference-off-seed1-")
+    coop = next(r for r in plan.runs if r.method == "coop")
+    assert coop.config["recipe"] == "palm" and coop.config["lr"] == 0.05
+    for run in plan.runs:
+        _write_results(run, 0.5, 0.25)
+    write_outputs(plan, [load_record(r) for r in plan.runs])
+    rows = list(csv.DictReader((tmp_path / "bench" / "runs.csv").open()))
+    assert {(r["method"], r["recipe"], r["label"]) for r in rows if r["arm"] == "off"} == {
+        ("kgcoop@reference", "reference", "KgCoOp (reference recipe)"), ("coop", "palm", "CoOp")}
+    table = {r["row"]: r for r in csv.DictReader((tmp_path / "bench" / "table.csv").open())}
+    assert set(table) == {"KgCoOp (reference recipe)", "KgCoOp (reference recipe) + SEPT", "CoOp", "CoOp + SEPT"}
+    assert table["KgCoOp (reference recipe)"]["paper/H"] == "" and table["CoOp"]["paper/H"] == "42.83"
+
+
+def test_bench_cli_takes_the_recipe_and_identities(bench_root, tmp_path):
+    import subprocess
+    import sys
+
+    root, store = bench_root
+    args = [sys.executable, "-m", "sept", "bench", "base2new", "--datasets-root", str(root), "--datasets", "CREMA-D",
+            "--checkpoint", "/nowhere/clap.pt", "--methods", "coop,dept:coop,coop+aspl", "--recipe", "reference",
+            "--sept", "off", "--store", str(store), "--out", str(tmp_path / "bench"), "--dry-run"]
+    listed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "0 of 3 runs done, 3 to train" in listed.stdout
+    for name in ("crema-d-coop-reference-off", "crema-d-dept-coop-reference-off", "crema-d-coop-aspl-reference-off"):
+        assert name in listed.stdout
+    refused = subprocess.run([*args[:-1], "--recipe", "clip", "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "parameter 'recipe'" in refused.stderr

@@ -3,6 +3,7 @@
     sept train --config run.yaml dataset_root=data/ESC50 method=palm epochs=10
     sept train --dataset-root data/ESC50 --checkpoint clap.pt --neighbors esc50@latest --seeds 0,1,2
     sept eval runs/esc50-coop-seed0 --target data/UrbanSound8K
+    sept data fewshot data/ --shots 16 --seeds 1,2,3 --out fewshot/    (then fewshot_file=PATH)
 
 Every `key=value` argument overrides the config field of that name (see trainer/config.py);
 the flags are shortcuts for the common ones. Heavy imports happen inside the commands.
@@ -177,8 +178,48 @@ def data_split(
     typer.echo("new:  " + ", ".join(split.new))
 
 
+@data_app.command("fewshot")
+def data_fewshot(
+    root: Path = typer.Argument(..., metavar="ROOT", help="Folder holding the datasets in PALM layout (ROOT/ESC50/train.csv, ...)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write OUT/<Dataset>/fold<k>_shots<K>_seed<s>.json into."),
+    shots: int = typer.Option(16, "--shots", help="Clips per class (<= 0: every training clip)."),
+    seeds: str = typer.Option("1", "--seeds", help="Comma-separated seeds: one file each."),
+    folds: str = typer.Option("all", "--folds", help="all, K (each dataset's first K folds) or k1,k2, as sept bench reads it."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets (default: every benchmark dataset present)."),
+) -> None:
+    """Write few-shot split files for a benchmark: the clips `sept train` draws for each dataset x fold x seed.
+
+    Train on one with fewshot_file=PATH, or a whole bench with `sept bench --fewshot-dir OUT`.
+    """
+    from sept.trainer.data import DataError
+    from sept.trainer.data_check import find_folder, load_benchmark
+    from sept.trainer.fewshot import write_fewshot_files
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise DataError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if not seed_list:
+        raise DataError("--seeds: give at least one seed")
+    base = root.expanduser()
+    if not base.is_dir():
+        raise DataError(f"datasets root {base} is not a directory")
+    wanted = [n.strip() for n in (datasets or "").split(",") if n.strip()]
+    found = {n: find_folder(base, n) for n in (wanted or load_benchmark())}
+    absent = [n for n in wanted if found[n] is None]
+    if absent:
+        raise DataError(f"--datasets: no folder under {base} for {', '.join(absent)}")
+    names = [f.name for f in found.values() if f is not None]
+    if not names:
+        raise DataError(f"no benchmark dataset under {base} (see `sept data check {base}`); name them with --datasets")
+    written = write_fewshot_files(base, out, shots, seed_list, names, folds)
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(f"{len(written)} few-shot file(s) in {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `sept train`, `sept eval` and `sept data check` to the `sept` app."""
+    """Add `sept train`, `sept eval` and `sept data check|split|fewshot` to the `sept` app."""
     app.command("train", context_settings={"allow_extra_args": False})(train)
     app.command("eval")(eval_)
     app.add_typer(data_app, name="data")

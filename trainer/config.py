@@ -1,8 +1,11 @@
 """Training configuration: one pydantic model, defaults from PALM, per-method overrides.
 
-Layers, later wins: field defaults < METHOD_DEFAULTS[method] (< DEPT_DEFAULTS[method] with
-dept=true) < YAML file < command line
-`key=value` overrides. Values given explicitly (YAML or command line) are never replaced by a
+Layers, later wins: field defaults < the recipe's method defaults < YAML file < command line
+`key=value` overrides. `recipe=palm` (the default): METHOD_DEFAULTS[method] (< DEPT_DEFAULTS[method]
+with dept=true), PALM's optimizer settings for every method with the project's departures;
+`recipe=reference`: `reference_defaults` -- each method's own paper's settings, each value with
+the file it comes from. The resolved values are what a run's saved config records.
+Values given explicitly (YAML or command line) are never replaced by a
 method default. Validation, messages naming the field, JSON dumps and the JSON schema
 (`TrainConfig.model_json_schema()`) all come from pydantic.
 """
@@ -50,7 +53,7 @@ class TrainConfig(BaseModel):
         "allow loading a pickled .pt CLAP checkpoint, which can run code; prefer `sept clap convert`"))
     device: str = "auto"                   # auto: cuda if available, else cpu
     precision: Literal["fp32", "bf16"] = "fp32"   # bf16: autocast of the training step, on CUDA only
-    logit_scale: float | None = None       # None: CLAP's own exp(logit_scale_a)
+    logit_scale: float | None = None       # None: CLAP's own exp(logit_scale_a); PALM's code uses a fixed 100
     # audio-embedding cache
     cache_dir: str = ".sept/audio-cache"
     crop: str = "deterministic"            # clips over 10 s: centered 10 s window (the only cacheable policy)
@@ -71,6 +74,8 @@ class TrainConfig(BaseModel):
     # trained at the prompt's lr in the same SGD (the reference's main.py), gradient norm clipped at 1.0
     audio_prompt: Literal["none", "aspl", "aspl+"] = "none"
     # optimization (PALM: SGD lr 0.05 momentum 0.9, 50 epochs, batch 16)
+    # palm: PALM's settings (METHOD_DEFAULTS, DEPT_DEFAULTS); reference: each method's paper's (reference_defaults)
+    recipe: Literal["palm", "reference"] = "palm"
     epochs: int = Field(50, ge=0)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.05, gt=0)
@@ -175,6 +180,57 @@ DEPT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+RECIPES = ("palm", "reference")
+
+# recipe=reference: each method's own repository. CoOp, CoCoOp (KaiyangZhou/CoOp) and KgCoOp
+# (htyao89/KgCoOp) train with dassl, whose defaults (dassl/config/defaults.py) give SGD momentum 0.9
+# and weight decay 5e-4 where a config does not set them; their configs all set a cosine schedule
+# after one warm-up epoch at constant lr 1e-5 (OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant,
+# WARMUP_CONS_LR 1e-5). Backbone-specific entries (image size, ViT/RN50) have no CLAP counterpart.
+_DASSL_OPTIM = {"lr_schedule": "cosine", "warmup_epochs": 1, "warmup_lr": 1e-5, "weight_decay": 5e-4,
+                "momentum": 0.9}
+REFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zeroshot": {"epochs": 0},
+    # CoOp: configs/trainers/CoOp/rn50*.yaml: SGD lr 0.002, batch 32; the epochs follow the shots
+    # (coop_epochs); 16 context tokens from random init (scripts/coop/main.sh NCTX=16, no CTX_INIT)
+    "coop": {**_DASSL_OPTIM, "lr": 0.002, "batch_size": 32, "n_ctx": 16, "ctx_init": ""},
+    # CoCoOp: configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml: SGD lr 0.002, batch 1,
+    # 10 epochs, N_CTX 4, CTX_INIT "a photo of a" (here "a sound of a")
+    "cocoop": {**_DASSL_OPTIM, "lr": 0.002, "batch_size": 1, "epochs": 10, "n_ctx": 4, "ctx_init": "a sound of a"},
+    # KgCoOp: configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml: SGD lr 0.002, batch 128, 100 epochs,
+    # CTX_INIT True ("a photo of a", here "a sound of a"); scripts/base2new_train.sh: W=8.0
+    "kgcoop": {**_DASSL_OPTIM, "lr": 0.002, "batch_size": 128, "epochs": 100, "ctx_init": "a sound of a",
+               "kgcoop_weight": 8.0},
+    # PALM (asif-hanif/palm): scripts/<dataset>.sh: --lr 0.05 --batch_size 16 --n_epochs 50
+    "palm": {"lr": 0.05, "batch_size": 16, "epochs": 50},
+}
+
+
+def coop_epochs(shots: int) -> int:
+    """CoOp's config for a shot count (COOP.md): 1 shot rn50_ep50.yaml (50 epochs), 2 and 4 shots
+    rn50_ep100.yaml (100), 8 and 16 shots rn50.yaml (MAX_EPOCH 200). Counts CoOp did not run take
+    the config of the next count up; every clip (shots <= 0) takes rn50.yaml's 200."""
+    if 0 < shots <= 1:
+        return 50
+    if 0 < shots <= 4:
+        return 100
+    return 200
+
+
+def reference_defaults(method: str, dept: bool = False, shots: int = 16) -> dict[str, Any]:
+    """recipe=reference: the method's own paper's settings (never over given values)."""
+    values = dict(REFERENCE_DEFAULTS[method])
+    if method == "coop":
+        values["epochs"] = coop_epochs(shots)
+    if dept:
+        # DePT's own files (DEPT_DEFAULTS), with its CoCoOp config as written:
+        # configs/trainers/ExtrasLinearProbeCoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml: lr 0.002 at batch 1
+        values.update(DEPT_DEFAULTS[method])
+        if method == "cocoop":
+            values.update(batch_size=1, lr=0.002)
+    return values
+
+
 def _error_text(error: ValidationError, origin: str) -> str:
     parts = []
     for item in error.errors():
@@ -241,6 +297,11 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         raise ConfigError(f"parameter 'method': unknown method {method!r}; known: {', '.join(METHOD_DEFAULTS)}")
     values = {**METHOD_DEFAULTS[method], **given}
     cfg = checked(lambda: TrainConfig(**values), str(path) if path else "config")
+    if cfg.recipe == "reference":
+        # the paper's settings replace PALM's (and the project's departures) under the given values;
+        # CoOp's epochs follow the resolved shot count
+        values = {**reference_defaults(method, cfg.dept, cfg.shots), **given}
+        return checked(lambda: TrainConfig(**values), str(path) if path else "config")
     if cfg.dept:
         # DePT's own settings sit between the method's and the given values
         values = {**METHOD_DEFAULTS[method], **DEPT_DEFAULTS[method], **given}
@@ -270,5 +331,8 @@ def config_hash(config: TrainConfig | dict[str, Any]) -> str:
     config of the same hash."""
     cfg = config if isinstance(config, TrainConfig) else config_from_dict(config)
     values = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    # PALM's recipe, the default, stays out: runs from before the field existed keep their identity
+    if values.get("recipe") == "palm":
+        del values["recipe"]
     blob = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

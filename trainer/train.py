@@ -8,7 +8,8 @@ subset, batch order and neighbor subsets derive from (seed, epoch) alone, and th
 in eval mode, so a run resumed from its epoch-k checkpoint continues exactly as the uninterrupted
 run.
 
-Run folder <out_dir>/<run_name>/: config.json, split.json (base-to-new), checkpoints/epoch_<e>.pt
+Run folder <out_dir>/<run_name>/: config.json, fewshot.json (the training clips, sept.trainer.fewshot),
+split.json (base-to-new), checkpoints/epoch_<e>.pt
 (trainer/checkpoints.py), results.json; `evaluate_run` adds eval.json.
 """
 from __future__ import annotations
@@ -34,9 +35,10 @@ from sept.trainer.checkpoints import (
     check_resumable, checkpoint_dir, checkpoint_path, latest_checkpoint, load_checkpoint, restore_rng,
     save_checkpoint,
 )
-from sept.trainer.config import TrainConfig, config_from_dict
+from sept.trainer.config import TrainConfig, config_from_dict, fewshot_sha256
 from sept.trainer.data import AudioDataset, Sample, few_shot, load_dataset, relabel
 from sept.trainer.errors import TrainError
+from sept.trainer.fewshot import RUN_FILE as FEWSHOT_FILE, fewshot_record, read_fewshot_file
 from sept.trainer.learners import Learner, audio_normalized, build_learner, method_label
 from sept.trainer.metrics import classification_metrics, harmonic_mean, summarize
 from sept.trainer.progress import RunProgress
@@ -70,6 +72,9 @@ def run_name(cfg: TrainConfig, dataset: str) -> str:
         # runs of two splits must not share a folder (the sorted split keeps the plain name)
         parts.append(f"shuffled{cfg.split_seed}" if cfg.split == "shuffled"
                      else "split-" + dataset_slug(Path(cfg.split[len("file:"):]).stem))
+    if cfg.fewshot_file:
+        # runs of two few-shot files must not share a folder (a drawn subset keeps the plain name)
+        parts.append("fewshot-" + fewshot_sha256(cfg.fewshot_file)[:8])
     if cfg.neighbors:
         parts.append("sept")
     if cfg.audio_prompt != "none":
@@ -341,6 +346,20 @@ def _splits(ds: AudioDataset, split: Split | None) -> tuple[list[str], dict[str,
     return ds.classes, {"all": (ds.classes, ds.test)}
 
 
+def training_clips(cfg: TrainConfig, ds: AudioDataset, classes: list[str]) -> tuple[list[Sample], dict[str, Any]]:
+    """The few-shot set of the classes the learner trains, labelled in `classes`, and its record
+    (the run's fewshot.json): the clips `cfg.fewshot_file` names, else `shots` per class drawn with `seed`."""
+    if cfg.fewshot_file:
+        drawn, given = read_fewshot_file(cfg.fewshot_file, ds, classes)
+        source = {"file": str(cfg.fewshot_file), "sha256": fewshot_sha256(cfg.fewshot_file)}
+        record = fewshot_record(ds, drawn, given.get("shots", cfg.shots), given.get("seed", cfg.seed), source)
+    else:
+        trained = set(classes)
+        drawn = [s for s in few_shot(ds.train, cfg.shots, cfg.seed) if s.classname in trained]
+        record = fewshot_record(ds, drawn, cfg.shots, cfg.seed)
+    return relabel(drawn, classes), record
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     """Per-epoch schedule: none (constant), or cosine over `epochs` (T_max = epochs, to 0); with
     warmup_epochs, those first epochs run every group at warmup_lr, then the cosine starts from
@@ -404,7 +423,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
     # cross protocol: targets are only evaluated; nothing of theirs (clips, classes) is trained on
     class_split = run_split(cfg, ds)
     classes, eval_splits = _splits(ds, class_split)
-    train_samples = relabel(few_shot(ds.train, cfg.shots, cfg.seed), classes)
+    train_samples, fewshot = training_clips(cfg, ds, classes)
     run_dir = Path(cfg.out_dir) / run_name(cfg, ds.name)
     if resume and latest_checkpoint(run_dir) is None:
         raise TrainError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
@@ -468,6 +487,7 @@ def train(cfg: TrainConfig, *, backbone=None, resume: bool = False, stop_after: 
             start_epoch = state["epoch"]
             progress.log(f"resumed from {path} (epoch {start_epoch})")
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        atomic_write_json(run_dir / FEWSHOT_FILE, fewshot)
         if class_split is not None:
             atomic_write_json(run_dir / "split.json", class_split.to_dict())
 

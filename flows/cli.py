@@ -153,6 +153,8 @@ _B_SEEDS = typer.Option("1", "--seeds", help="Comma-separated seeds.")
 _B_FOLDS = typer.Option("all", "--folds", help="all, K (each dataset's first K folds) or k1,k2 (those folds).")
 _B_OUT = typer.Option(None, "--out", help="Bench folder (default: bench/<protocol>).")
 _B_STORE = typer.Option(None, "--store", help="Neighbor store root (default $SEPT_STORE or ./neighbor-store).")
+_B_FEWSHOT = typer.Option(None, "--fewshot-dir", help="Folder of `sept data fewshot --out`: each run trains on its "
+                                                      "<Dataset>/fold<k>_shots<K>_seed<s>.json (sha256 in runs.csv).")
 _B_RUNNER = typer.Option("threads", "--task-runner", help="threads (one run per visible GPU at a time, 1 on the CPU) or ray.")
 _B_RAY = typer.Option(None, "--ray-address", help="Address of a running Ray cluster (default: a local one).")
 _B_RAY_WORKERS = typer.Option(2, "--ray-workers", help="CPUs (= concurrent runs) of the local Ray cluster.")
@@ -302,6 +304,7 @@ def bench_base2new(
     split_seed: int = typer.Option(42, "--split-seed", help="Seed of the shuffled split."),
     out: Optional[Path] = _B_OUT,
     store: Optional[Path] = _B_STORE,
+    fewshot_dir: Optional[Path] = _B_FEWSHOT,
     task_runner: str = _B_RUNNER,
     ray_address: Optional[str] = _B_RAY,
     ray_workers: int = _B_RAY_WORKERS,
@@ -315,6 +318,7 @@ def bench_base2new(
     given = dict(datasets_root=str(datasets_root), checkpoint=checkpoint, methods=methods, recipe=recipe, sept=sept,
                  neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds, datasets=datasets or "",
                  folds=folds, split=split, split_seed=split_seed, options=list(overrides or []))
+    given["fewshot_dir"] = str(fewshot_dir) if fewshot_dir is not None else None
     _bench("base2new", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
            generate_arg, quiet)
 
@@ -335,6 +339,7 @@ def bench_cross(
     folds: str = _B_FOLDS,
     out: Optional[Path] = _B_OUT,
     store: Optional[Path] = _B_STORE,
+    fewshot_dir: Optional[Path] = _B_FEWSHOT,
     task_runner: str = _B_RUNNER,
     ray_address: Optional[str] = _B_RAY,
     ray_workers: int = _B_RAY_WORKERS,
@@ -348,6 +353,7 @@ def bench_cross(
     given = dict(datasets_root=str(datasets_root), source=source, targets=targets, checkpoint=checkpoint,
                  methods=methods, recipe=recipe, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
                  folds=folds, options=list(overrides or []))
+    given["fewshot_dir"] = str(fewshot_dir) if fewshot_dir is not None else None
     _bench("cross", given, out, store, task_runner, ray_address, ray_workers, num_gpus, dry_run, generate,
            generate_arg, quiet)
 

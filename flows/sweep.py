@@ -154,6 +154,7 @@ def train_sweep(
     options: str | list[str] = "",
     out: str = "bench",
     store: str | None = None,
+    fewshot_dir: str | None = None,
     task_runner: str = "threads",
     ray_address: str | None = None,
     ray_workers: int = 2,
@@ -176,7 +177,8 @@ def train_sweep(
     given = clean_params(dict(datasets_root=datasets_root, protocol=protocol, checkpoint=checkpoint, methods=methods,
                               recipe=recipe, sept=sept, neighbors=neighbors, random_neighbors=random_neighbors, seeds=seeds,
                               datasets=datasets, folds=str(folds), split=split, split_seed=split_seed, source=source,
-                              targets=targets, options=options, out=out, store=store))
+                              targets=targets, options=options, out=out, store=store,
+                              fewshot_dir=fewshot_dir))
     if num_gpus is not None and num_gpus < 0:
         raise ParameterError(f"parameter 'num_gpus' must be >= 0 (got {num_gpus})")
     if task_runner not in TASK_RUNNERS:

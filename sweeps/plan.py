@@ -12,6 +12,9 @@ with the same hash is done and never redone, so a bench resumes. A run's name is
 <dataset-slug>-<method slug>-<arm>[-fold<k>]-seed<s>-<8 hex of the hash> (method slug: `coop`,
 `dept-coop`, `coop-aspl`, `kgcoop-reference`, ...).
 
+With `fewshot_dir`, each run trains on its dataset x fold x seed file of `sept data fewshot`
+(`with_fewshot_file`); the file's content, not its path, is part of the run's hash.
+
 Each SEPT arm needs a neighbor version per dataset (the "on" arm's tag, the "random" arm's tag);
 one that is absent or does not serve the runs (`sept.neighbor_store.serving`) is listed in
 `plan.missing` with the `sept generate` command that makes it, and that arm's runs are left out.
@@ -260,6 +263,18 @@ def present_benchmark_datasets(root: Path) -> list[str]:
     return [r.name for r in check_root(root) if r.present]
 
 
+def with_fewshot_file(cfg: TrainConfig, fewshot_dir: str, folder: Path, fold: int | None, seed: int) -> TrainConfig:
+    """The run's config trained on its few-shot file from `sept data fewshot --out fewshot_dir`
+    (<dir>/<dataset folder>/fold<k>_shots<K>_seed<s>.json); a missing file stops the bench, named."""
+    from sept.trainer.fewshot import fewshot_path
+
+    path = fewshot_path(Path(fewshot_dir).expanduser().resolve(), folder.name, fold, cfg.shots, seed)
+    if not path.is_file():
+        raise BenchError(f"parameter 'fewshot_dir': no few-shot file {path} (make them with "
+                         f"`sept data fewshot {folder.parent} --shots {cfg.shots} --seeds {seed} --out {fewshot_dir}`)")
+    return cfg.replace(fewshot_file=str(path))
+
+
 def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[str] | None = None) -> Plan:
     """Every run of the bench with its resolved config and hash; what is missing, what is wrong."""
     root = Path(spec.datasets_root).expanduser().resolve()
@@ -328,6 +343,8 @@ def plan_bench(spec: BenchSpec, *, check_data: bool = True, generate_args: list[
                         if other != entry:
                             raise BenchError(f"methods {other!r} and {entry!r} both run {identity.label} "
                                              "(with the bench's options)")
+                        if spec.fewshot_dir:
+                            cfg = with_fewshot_file(cfg, spec.fewshot_dir, folder, fold, seed)
                         digest = config_hash(cfg)
                         parts = [dataset_slug(dataset), identity.slug, arm] + ([f"fold{fold}"] if fold is not None else [])
                         name = "-".join(parts + [f"seed{seed}", digest[:8]])

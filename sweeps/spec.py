@@ -143,6 +143,7 @@ class BenchSpec(BaseModel):
     options: list[str] = []                    # key=value for every run; METHOD.key=value for one method
     out: str = "bench"
     store: str | None = None
+    fewshot_dir: str | None = None             # `sept data fewshot --out` folder: each run trains on its file
 
     @field_validator("methods", "sept", "seeds", "datasets", "targets", mode="before")
     @classmethod

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 # method: the MethodId token (coop, dept:coop, coop+aspl, kgcoop@reference); label: its table row
 RUN_COLUMNS = ("run", "dataset", "fold", "method", "arm", "label", "recipe", "seed", "config_hash", "status",
                "base", "new", "H", "accuracy", "transfer", "seconds", "started", "ended", "worker", "clap_loads",
-               "error", "run_dir")
+               "error", "run_dir",
+               "fewshot_sha256")
 
 
 def runs_csv(records: list[RunRecord]) -> str:
@@ -42,7 +43,7 @@ def runs_csv(records: list[RunRecord]) -> str:
                     json.dumps({k: round(100 * v, 4) for k, v in r.transfer.items()}) if r.transfer else "",
                     "" if r.seconds is None else f"{r.seconds:.2f}",
                     "" if r.started is None else f"{r.started:.3f}", "" if r.ended is None else f"{r.ended:.3f}",
-                    r.worker, "" if r.clap_loads is None else r.clap_loads, r.error, r.run_dir])
+                    r.worker, "" if r.clap_loads is None else r.clap_loads, r.error, r.run_dir, r.fewshot_sha256])
     return buf.getvalue()
 
 

@@ -38,6 +38,9 @@ class TrainConfig(BaseModel):
     train_csv: str = ""
     test_csv: str = ""
     shots: int = 16                        # per class; <= 0 uses every training clip
+    # a few-shot split file (sept.trainer.fewshot): train on exactly the clips it names instead of
+    # drawing `shots` per class with `seed`; the run's identity takes its content's sha256, not its path
+    fewshot_file: str | None = None
     base_to_new: bool = False
     split: SplitPolicy = "sorted"                # base/new split policy (sept.splits): sorted | shuffled | zebra | file:PATH
     split_seed: int = 42                   # seed of the shuffled policy
@@ -334,5 +337,19 @@ def config_hash(config: TrainConfig | dict[str, Any]) -> str:
     # PALM's recipe, the default, stays out: runs from before the field existed keep their identity
     if values.get("recipe") == "palm":
         del values["recipe"]
+    # a few-shot file counts by its content: the same file under another path (another machine's
+    # checkout) is the same run, an edited file another one; without one, the key stays out, so
+    # runs that draw their clips keep the identity they had before the field existed
+    if values.pop("fewshot_file", None) is not None:
+        values["fewshot_sha256"] = fewshot_sha256(cfg.fewshot_file)
     blob = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def fewshot_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a few-shot file's bytes: what a run's identity and runs.csv record of it."""
+    path = Path(path).expanduser()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise ConfigError(f"parameter 'fewshot_file': cannot read {path} ({e.strerror or type(e).__name__})") from None

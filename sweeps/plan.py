@@ -32,6 +32,7 @@ from sept.splits import Split, SplitError, resolve_split
 from sept.sweeps.records import RESULTS
 from sept.sweeps.spec import BenchError, BenchSpec, MethodId, parse_options, row_label, scoped_options
 from sept.trainer.config import ConfigError, TrainConfig, config_hash, make_config
+from sept.trainer.fewshot import dataset_folds      # a dataset's folds, as `sept data fewshot` finds them
 
 
 @dataclass
@@ -115,16 +116,6 @@ class Plan:
                 lines.append(f"  {m.dataset} ({m.arm} arm, tag {m.tag!r}): {m.reason}")
                 lines.append(f"    {m.command}")
         return "\n".join(lines)
-
-
-def dataset_folds(folder: Path) -> list[int]:
-    """Fold numbers k with csv_files/train_k.csv and test_k.csv, sorted."""
-    found = []
-    for path in (folder / "csv_files").glob("train_*.csv"):
-        k = path.stem.split("_", 1)[1]
-        if k.isdigit() and (folder / "csv_files" / f"test_{k}.csv").is_file():
-            found.append(int(k))
-    return sorted(found)
 
 
 def select_folds(spec_folds: str, available: list[int], dataset: str) -> list[int | None]:

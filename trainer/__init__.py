@@ -2,6 +2,7 @@
 
     data.py           PALM-layout datasets, few-shot sampling, base-to-new splits
     data_check.py     `sept data check`: the 11 benchmark datasets on disk
+    fewshot.py        few-shot split files: a run's fewshot.json, fewshot_file, `sept data fewshot`
     audio_cache.py    audio embeddings (and log-mels) computed once per clip, cached on disk
     audio_prompts.py  ASPL: FiLM inside the frozen HTSAT audio encoder
     learners.py       zero-shot, CoOp, CoCoOp, KgCoOp, PALM, DePT: texts -> joint-space embeddings,

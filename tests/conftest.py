@@ -3,6 +3,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # Before anything imports transformers or huggingface_hub: tests never touch a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -20,3 +22,23 @@ pytest_plugins = [
     "fixtures_llm",
     "fixtures_prefect",
 ]
+
+
+class Ran:
+    def __init__(self, code: int, out: str, err: str):
+        self.exit_code, self.stdout, self.stderr, self.output = code, out, err, out + err
+
+
+@pytest.fixture
+def sept_main(capsys, monkeypatch):
+    """`sept ARGS...` through the console script's `main` (where a SeptError becomes one line)."""
+    def invoke(*args: str) -> Ran:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["sept", *map(str, args)])
+        from sept.cli import main
+
+        with pytest.raises(SystemExit) as stop:
+            main()
+        out, err = capsys.readouterr()
+        return Ran(stop.value.code or 0, out, err)
+    return invoke

@@ -1,7 +1,6 @@
 """`sept generate` and `sept margins compute` end to end: a real vLLM server, the shipped
 MiniLM for dedup, the session's random-weight CLAP, a real store on disk."""
 import json
-import sys
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from sept.clap import keep_backbone
 from sept.pipeline.margins import compute_margins
 from sept.pipeline.dedup import load_lexicon
 from sept.prompts import load_prompt, load_templates
-from sept.cli import app, main
+from sept.cli import app
 
 # '/', capitals and unicode must survive generation, storage and margins verbatim
 CLASSES = ["Dog/Bark", "Café à Paris", "rain"]
@@ -28,24 +27,6 @@ def cli_clap(backbone, clap_checkpoint, clap_tokenizer_dir):
 
 def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-class Ran:
-    def __init__(self, code: int, out: str, err: str):
-        self.exit_code, self.stdout, self.stderr, self.output = code, out, err, out + err
-
-
-@pytest.fixture
-def sept_main(capsys, monkeypatch):
-    """`sept ARGS...` through the console script's `main` (where a SeptError becomes one line)."""
-    def invoke(*args: str) -> Ran:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["sept", *map(str, args)])
-        with pytest.raises(SystemExit) as stop:
-            main()
-        out, err = capsys.readouterr()
-        return Ran(stop.value.code or 0, out, err)
-    return invoke
 
 
 def one_line_error(result, *fragments: str) -> None:

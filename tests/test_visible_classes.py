@@ -89,7 +89,8 @@ def test_visible_classes_file_and_shuffled_policy(fault_server, data_root, tmp_p
     assert not [c for text in prompts(fault_server) for c in shuffled.new if c in text]
 
 
-def test_generation_split_errors_are_one_line(data_root, tmp_path):
+def test_generation_split_errors_are_one_line(data_root, tmp_path, sept_main):
+    run = sept_main                 # through the console script, where a SeptError is one line
     base = ("generate", "--dataset", DATASET, "--dataset-root", data_root, "--backend", "openai", "--model", "m",
             "--store", tmp_path / "s")
     bad = run(*base, "--split", "novel")

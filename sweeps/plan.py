@@ -32,7 +32,8 @@ from sept.splits import Split, SplitError, resolve_split
 from sept.sweeps.records import RESULTS
 from sept.sweeps.spec import BenchError, BenchSpec, MethodId, parse_options, row_label, scoped_options
 from sept.trainer.config import ConfigError, TrainConfig, config_hash, make_config
-from sept.trainer.fewshot import dataset_folds      # a dataset's folds, as `sept data fewshot` finds them
+from sept.trainer.data import DataError
+from sept.trainer.fewshot import chosen_folds, dataset_folds      # as `sept data fewshot` reads them
 
 
 @dataclass
@@ -123,24 +124,10 @@ def select_folds(spec_folds: str, available: list[int], dataset: str) -> list[in
 
     K takes each dataset's first min(K, folds) folds, so one bench spans datasets with 5 folds and
     with 1; a dataset without fold files (one train.csv/test.csv) runs once, fold None."""
-    text = spec_folds.strip()
     try:
-        numbers = [] if text == "all" else [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        numbers = None
-    if numbers is None or (text != "all" and (not numbers or min(numbers) < 1)):
-        raise BenchError(f"parameter 'folds': expected all, a count K or a list k1,k2 of folds (got {spec_folds!r})")
-    if not available:
-        return [None]
-    if text == "all":
-        return list(available)
-    if "," not in text:
-        return list(available[:numbers[0]])
-    absent = [k for k in numbers if k not in available]
-    if absent:
-        raise BenchError(f"parameter 'folds': dataset {dataset} has no fold(s) {', '.join(map(str, absent))} "
-                         f"(its folds: {', '.join(map(str, available))})")
-    return numbers
+        return chosen_folds(spec_folds, available, dataset, what="parameter 'folds'")
+    except DataError as e:
+        raise BenchError(str(e)) from None
 
 
 def generate_command(spec: BenchSpec, dataset: str, arm: str, tag: str, on_ref: str | None,
@@ -220,7 +207,7 @@ def resolve_neighbors(spec: BenchSpec, dataset: str, classes: list[str], arm: st
 def check_datasets(root: Path, names: list[str]) -> tuple[list[str], dict[str, Path]]:
     """(problems, folders) of these datasets: `sept data check` for the benchmark's datasets
     (layout, folds, class list, audio), a full read of the layout and audio for any other."""
-    from sept.trainer.data import DataError, load_dataset
+    from sept.trainer.data import load_dataset
     from sept.trainer.data_check import check_root, load_benchmark
 
     known = load_benchmark()

@@ -116,16 +116,17 @@ def dataset_folds(folder: Path) -> list[int]:
     return sorted(found)
 
 
-def chosen_folds(text: str, available: list[int], dataset: str) -> list[int | None]:
-    """--folds all | K (the first K) | k1,k2 against a dataset's folds, as `sept bench --folds` reads it;
-    a dataset without fold files has one split, fold None."""
-    text = text.strip()
+def chosen_folds(text: str, available: list[int], dataset: str, what: str = "--folds") -> list[int | None]:
+    """--folds all | K (the first K) | k1,k2 against a dataset's folds (`sept bench --folds` reads it
+    with this function too); a dataset without fold files has one split, fold None. `what` names the
+    option in errors."""
+    spelled, text = text, text.strip()
     try:
         numbers = [] if text == "all" else [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         numbers = None
     if numbers is None or (text != "all" and (not numbers or min(numbers) < 1)):
-        raise DataError(f"--folds: expected all, a count K or a list k1,k2 of folds (got {text!r})")
+        raise DataError(f"{what}: expected all, a count K or a list k1,k2 of folds (got {spelled!r})")
     if not available:
         return [None]
     if text == "all":
@@ -134,7 +135,7 @@ def chosen_folds(text: str, available: list[int], dataset: str) -> list[int | No
         return list(available[:numbers[0]])
     absent = [k for k in numbers if k not in available]
     if absent:
-        raise DataError(f"--folds: dataset {dataset} has no fold(s) {', '.join(map(str, absent))} "
+        raise DataError(f"{what}: dataset {dataset} has no fold(s) {', '.join(map(str, absent))} "
                         f"(its folds: {', '.join(map(str, available))})")
     return numbers
 

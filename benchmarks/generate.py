@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO / "tests"))          # the fixtures (stand-in servers); sept is installed
 
 from sept.pipeline.generate import GenerationSettings, generate_all  # noqa: E402
 from sept.pipeline.llm import ResponseCache, make_backend  # noqa: E402

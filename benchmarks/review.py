@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sept.neighbor_store import NeighborRecord, Store  # noqa: E402
 from sept.neighbor_store.review_web import ReviewApp, ReviewServer  # noqa: E402

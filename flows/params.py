@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sept.pipeline.run import REQUIRED, ConfigError, config_fields
+from sept.pipeline.run import ConfigError, config_fields
 
 TASK_RUNNERS = ("threads", "dask")
 

@@ -27,7 +27,7 @@ from sept.neighbor_store import margins as margin_files
 from sept.neighbor_store import tags as tag_file
 from sept.neighbor_store import verify as verification
 from sept.neighbor_store import writer
-from sept.neighbor_store.errors import IntegrityError, RefError, StoreError
+from sept.neighbor_store.errors import IntegrityError, RefError
 from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord
 from sept.neighbor_store.version import (

@@ -11,7 +11,6 @@ from sept.neighbor_store import (
     NeighborRecord,
     RefError,
     Store,
-    StoreError,
     ValidationError,
     neighbor_id,
 )

@@ -300,7 +300,7 @@ def bench_base2new(
     seeds: str = _B_SEEDS,
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets (default: every benchmark dataset present)."),
     folds: str = _B_FOLDS,
-    split: str = typer.Option("sorted", "--split", help="Base/new split: sorted, shuffled or file:PATH."),
+    split: str = typer.Option("sorted", "--split", help="Base/new split: sorted, shuffled, zebra (ZEBRA's published lists) or file:PATH."),
     split_seed: int = typer.Option(42, "--split-seed", help="Seed of the shuffled split."),
     out: Optional[Path] = _B_OUT,
     store: Optional[Path] = _B_STORE,

@@ -52,6 +52,8 @@ class Serving:
     def refusal(self, split: Split | None = None, allow_seen: bool = False) -> str | None:
         """None when the version serves the run; else why not, naming the classes at fault.
         `split`: the run's base-to-new split (None in the cross protocol)."""
+        leak = self._seen_text(split) if self.seen and not allow_seen else None
+        seen_new = [c for c in split.new if c in set(self.seen)] if split is not None and not allow_seen else []
         if not self.covers:
             detail = []
             if self.lacking:
@@ -62,19 +64,26 @@ class Serving:
             if split is not None and self.made_for:
                 detail.append(f"the version was made for split {self.made_for.get('policy')!r} part "
                               f"{self.made_for.get('part')!r}, the run uses split {split.policy!r}")
+            if seen_new:     # a leak of new classes is the graver fault: say it too
+                detail.append(f"and it saw the new class(es) {class_names(seen_new)} while it was made")
             return f"neighbor version {self.ref} does not match the training classes; " + "; ".join(detail)
-        if self.seen and not allow_seen:
-            if split is not None:
-                seen = set(self.seen)
-                what = f"the new class(es) {class_names([c for c in split.new if c in seen])}"
-                others = [c for c in self.seen if c not in set(split.new)]
-                if others:
-                    what += f" and class(es) foreign to the dataset {class_names(others)}"
-            else:
-                what = f"class(es) outside the training classes {class_names(self.seen)}"
-            return (f"neighbor version {self.ref} saw {what} while it was made (its visible_classes); "
+        if leak:
+            return (f"neighbor version {self.ref} saw {leak} while it was made (its visible_classes); "
                     "training must not see them")
         return None
+
+    def _seen_text(self, split: Split | None) -> str:
+        if split is None:
+            return f"class(es) outside the training classes {class_names(self.seen)}"
+        seen = set(self.seen)
+        parts = []
+        new = [c for c in split.new if c in seen]
+        if new:
+            parts.append(f"the new class(es) {class_names(new)}")
+        others = [c for c in self.seen if c not in set(split.new)]
+        if others:
+            parts.append(f"class(es) foreign to the dataset {class_names(others)}")
+        return " and ".join(parts)
 
     def remedy(self, dataset: str, split: Split | None = None) -> str:
         """How to make a version that serves the run (the dataset root is the caller's to fill in)."""

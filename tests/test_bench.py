@@ -410,3 +410,24 @@ def test_bench_cli_takes_the_recipe_and_identities(bench_root, tmp_path):
         assert name in listed.stdout
     refused = subprocess.run([*args[:-1], "--recipe", "clip", "--dry-run"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "parameter 'recipe'" in refused.stderr
+
+
+def test_zebra_split_plans_on_zebras_base_classes_and_refuses_a_sorted_base_version(bench_root, tmp_path):
+    """ZEBRA's Beijing-Opera base is bangu, xiaoluo; the sorted base (bangu, daluo) saw daluo, a new
+    class under ZEBRA's split, so its version cannot serve; a version made on ZEBRA's base can."""
+    from sept.splits import resolve_split
+
+    root, store_dir = bench_root
+    plan = plan_bench(_spec(bench_root, tmp_path, split="zebra", datasets="Beijing-Opera", methods="coop", options=["epochs=1"],
+                            sept="on", seeds="1"))
+    assert not plan.ok and [m.dataset for m in plan.missing] == ["Beijing-Opera"]
+    assert "daluo" in plan.missing[0].reason
+    zebra = resolve_split(_classes(root / "Beijing-Opera"), "zebra", dataset="Beijing-Opera")
+    assert zebra.base == ["bangu", "xiaoluo"]
+    records = [NeighborRecord(**{"class": c, "text": f"loud {c}"}) for c in zebra.base]
+    Store(store_dir).write_version("Beijing-Opera", zebra.base, records,
+                                   params={"backend": "human", "visible_classes": zebra.base}, tag="zebra-v1")
+    plan = plan_bench(_spec(bench_root, tmp_path, split="zebra", datasets="Beijing-Opera", methods="coop", options=["epochs=1"],
+                            sept="on", seeds="1", neighbors="zebra-v1"))
+    assert plan.ok, plan.describe_problems()
+    assert {r.config["split"] for r in plan.runs} == {"zebra"} and len(plan.runs) == 1

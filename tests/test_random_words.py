@@ -106,18 +106,18 @@ def test_texts_alternate_words_and_letters():
         assert all(set(w) <= set(string.ascii_lowercase) for w in tails[i])
 
 
-def test_random_words_errors(like_ref, no_llm, tmp_path):
+def test_random_words_errors(like_ref, no_llm, tmp_path, sept_main):
     store_root, ref = like_ref
 
-    def error(*args):
-        result = run("generate", "--backend", "random-words", "--store", store_root, *args)
+    def error(*args):           # through the console script, where a SeptError is one line
+        result = sept_main("generate", "--backend", "random-words", "--store", store_root, *args)
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         return result.stderr.strip().splitlines()[-1]
 
     assert "--like" in error()
     assert "--dataset" in error("--like", ref, "--dataset", "Synth")
     assert "'nope'" in error("--like", "synth@nope")                 # the store names the unknown version
-    assert "--like" in run("generate", "--backend", "vllm", "--like", ref, "--dataset", "x", "--model", "m",
-                           "--base-url", "http://127.0.0.1:9/v1").stderr
+    assert "--like" in sept_main("generate", "--backend", "vllm", "--like", ref, "--dataset", "x", "--model", "m",
+                                 "--base-url", "http://127.0.0.1:9/v1").stderr
     assert len(Store(store_root).list("Synth")) == 1                # nothing written by a failed call
     assert no_llm.count == 0

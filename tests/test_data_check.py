@@ -73,3 +73,22 @@ def test_cli_exit_codes(root):
     assert "audio: 4 of 24 missing" in broken.output
     unknown = runner.invoke(app, ["data", "check", str(root), "--datasets", "ESC-50"])
     assert unknown.exit_code == 1 and "not a benchmark dataset: ESC-50" in unknown.output
+
+
+def test_root_csvs_are_checked_beside_the_fold_files(root):
+    """With csv_files/ present, `sept train` without --fold and the audio check still read the root
+    train.csv: a class misspelled there is named, and its fold files alone would pass."""
+    folder = root / "Beijing-Opera"
+    assert (folder / "csv_files" / "train_1.csv").is_file() and (folder / "train.csv").is_file()
+    assert check_root(root, ["Beijing-Opera"])[0].ok
+    rows = list(csv.reader(open(folder / "train.csv", encoding="utf-8")))
+    rows = [[p, "xiao luo" if c == "xiaoluo" else c] for p, c in rows]
+    with open(folder / "train.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    report = check_root(root, ["Beijing-Opera"])[0]
+    assert not report.ok
+    assert any("not in the Beijing-Opera class list: 'xiao luo'" in p for p in report.problems), report.problems
+    assert any("train.csv has no clip of 'xiaoluo'" in p for p in report.problems), report.problems
+    (folder / "train.csv").unlink()
+    (folder / "test.csv").unlink()                                   # the root files are optional with folds
+    assert check_root(root, ["Beijing-Opera"])[0].ok

@@ -74,13 +74,19 @@ def find_folder(root: Path, name: str) -> Path | None:
 
 
 def _split_files(folder: Path, folds: int) -> tuple[list[Path], list[str]]:
-    """The CSVs the layout calls for, and what is missing of them."""
+    """The CSVs to check, and what is missing of those the layout calls for.
+
+    With folds, the root train.csv / test.csv are checked too whenever they exist: `sept train`
+    without `--fold` and the generation's audio check read them, so a class misspelled there
+    must not pass."""
+    root_files = [folder / "train.csv", folder / "test.csv"]
     if folds <= 1:
-        wanted = [folder / "train.csv", folder / "test.csv"]
+        wanted, optional = root_files, []
     else:
         wanted = [folder / "csv_files" / f"{split}_{k}.csv" for k in range(1, folds + 1) for split in ("train", "test")]
+        optional = [p for p in root_files if p.is_file()]
     missing = [str(p.relative_to(folder)) for p in wanted if not p.is_file()]
-    return [p for p in wanted if p.is_file()], missing
+    return optional + [p for p in wanted if p.is_file()], missing
 
 
 def check_dataset(root: Path, name: str, known: dict) -> DatasetReport:

@@ -218,8 +218,40 @@ def data_fewshot(
     typer.echo(f"{len(written)} few-shot file(s) in {out}")
 
 
+@data_app.command("import")
+def data_import(
+    src: Path = typer.Argument(..., metavar="SRC", help="Folder of class subfolders (--from folder) or metadata CSV (--from csv)."),
+    out: Path = typer.Option(..., "--out", help="The dataset folder to create, ROOT/NAME (must not exist)."),
+    source: str = typer.Option(..., "--from", help="folder | csv."),
+    path_col: Optional[str] = typer.Option(None, "--path-col", help="CSV column of each clip's path."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="CSV column of each clip's class name."),
+    fold_col: Optional[str] = typer.Option(None, "--fold-col", help="CSV column of each clip's fold (1..K)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="esc50 | urbansound8k: that dataset's own metadata CSV."),
+    audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder the CSV's paths are relative to "
+                                              "(default: the CSV's folder)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Without folds: the share of each class in test.csv."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the test-fraction draw."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the audio instead of symlinking it."),
+) -> None:
+    """Import a dataset into PALM's layout at --out, then check it; a refused import leaves nothing there."""
+    from sept.trainer.data import DataError
+    from sept.trainer.importing import collect_csv, collect_folder, import_dataset
+
+    if source == "folder":
+        if any(v is not None for v in (path_col, label_col, fold_col, preset, audio_root)):
+            raise DataError("--from folder takes no --path-col/--label-col/--fold-col/--preset/--audio-root")
+        clips = collect_folder(src)
+    elif source == "csv":
+        clips = collect_csv(src, path_col, label_col, fold_col, audio_root, preset)
+    else:
+        raise DataError(f"--from {source!r}: expected folder or csv")
+    result = import_dataset(clips, out, copy=copy, test_fraction=test_fraction, seed=seed)
+    layout = f"{result.folds} folds in csv_files/" if result.folds else "train.csv/test.csv"
+    typer.echo(f"{result.out}: {len(result.classes)} classes, {result.clips} clips, {layout}; data check passed")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `sept train`, `sept eval` and `sept data check|split|fewshot` to the `sept` app."""
+    """Add `sept train`, `sept eval` and `sept data check|split|fewshot|import` to the `sept` app."""
     app.command("train", context_settings={"allow_extra_args": False})(train)
     app.command("eval")(eval_)
     app.add_typer(data_app, name="data")

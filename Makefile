@@ -16,7 +16,7 @@ setup: $(STAMP) $(VLLM_STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,hf]'
 	@touch $@
 
 # vLLM (CPU build) lives in its own environment: it pins its own torch.

@@ -19,7 +19,7 @@ from sept.neighbor_store.store import Store
 
 store_app = typer.Typer(
     name="store",
-    help="The versioned neighbor store: import, list, show, log, tag, verify, diff, checkout, commit.",
+    help="The versioned neighbor store: import, export, list, show, log, tag, verify, diff, checkout, commit.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -97,20 +97,62 @@ def _created_note(ref: str, created: bool) -> None:
 @store_app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="JSONL file; each line needs at least 'class' and 'text'."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (kept verbatim; its folder is a slug)."),
+    file: Path = typer.Argument(..., help="JSONL file; each line needs at least 'class' and 'text' (with --format hf: a folder made by `sept store export --format hf`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (kept verbatim; its folder is a slug). Required for JSONL; an hf export names its own."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class list, one per line: fixes order, allows empty classes."),
     parent: Optional[str] = typer.Option(None, "--parent", help="Parent version reference DATASET@REF."),
     message: str = typer.Option("", "--message", "-m", help="Free-text message for the manifest."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Tag the new version."),
     visible_classes: Optional[Path] = typer.Option(None, "--visible-classes", help="Classes the neighbors' author saw, one per line (default: the imported class list); base-to-new training refuses a version that saw a new class."),
+    format: str = typer.Option("jsonl", "--format", help="jsonl: a file of neighbors; hf: a folder written by `sept store export --format hf` (same version id)."),
 ) -> None:
-    """Import a JSONL file of neighbors as a new version; prints its reference last."""
+    """Import a JSONL file of neighbors (or an hf export folder) as a version; prints its reference last."""
+    if format == "hf":
+        from sept.neighbor_store.hf import import_hf
+
+        given = [n for n, val in (("--dataset", dataset), ("--classes", classes), ("--parent", parent),
+                                  ("--message", message), ("--visible-classes", visible_classes)) if val]
+        if given:
+            _fail(f"{', '.join(given)}: not used with --format hf (the export's manifest says them)")
+        with _errors():
+            s = _open(ctx)
+            ref, created, note = import_hf(s, file)
+            if tag is not None:
+                s.tag(ref, tag)
+        if note:
+            typer.echo(f"note: {note}", err=True)
+        _created_note(ref, created)
+        return
+    if format != "jsonl":
+        _fail(f"--format: {format!r} is not one of jsonl, hf")
+    if not dataset:
+        _fail("--dataset is required to import a JSONL file")
     from sept.neighbor_store.review import import_file
 
     with _errors():
         ref, created = import_file(_open(ctx), file, dataset, classes, parent, message, tag, visible_classes)
     _created_note(ref, created)
+
+
+@store_app.command("export")
+def export(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="Version to export (DATASET@ID|TAG|latest)."),
+    out: Path = typer.Argument(..., help="New folder to write."),
+    format: str = typer.Option("hf", "--format", help="hf: a Hugging Face dataset folder with a dataset card (the only format)."),
+    rejected: bool = typer.Option(False, "--rejected", help="Also export the rejected candidates with their reasons."),
+) -> None:
+    """Write a version as a Hugging Face dataset folder (card, data/*.jsonl, manifest, margins)."""
+    if format != "hf":
+        _fail(f"--format: {format!r} is not one of hf")
+    from sept.neighbor_store.hf import export_hf
+
+    with _errors():
+        s = _open(ctx)
+        d = export_hf(s, ref, out, rejected=rejected)
+        slug, vid = s.resolve(ref)
+    typer.echo(f"exported {slug}@{vid[:12]} to {d}")
+    typer.echo(f"publish: huggingface-cli upload USER/NAME {d} --repo-type dataset")
 
 
 @store_app.command("list")

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sept.neighbor_store import writer
 from sept.neighbor_store.errors import IntegrityError, StoreError, ValidationError
 from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord
@@ -204,41 +205,47 @@ def import_hf(store, folder: str | Path) -> tuple[str, bool, str | None]:
     neighbors = _records(npath, files.get(NEIGHBORS, {}))
     rpath = folder / DATA / REJECTED
     rejected = _records(rpath, files.get(REJECTED, {})) if rpath.is_file() else []
-    ref, created = store.write_version_info(dataset, classes, neighbors, rejected, params,
-                                            message=m.get("message", ""), cost=m.get("cost"))
-    _, vid = store.resolve(ref)
+    margins = _read_margins(folder / MARGINS)  # checked before anything is stored
+    message, cost = m.get("message", ""), m.get("cost")
+    # the id is computed (writer.prepare is pure) before the store is touched: a folder whose
+    # files and manifest disagree leaves no version behind
+    vid = writer.prepare(dataset, classes, neighbors, rejected, params, message, cost).id
     note = None
     if vid != m.get("id"):
         if rpath.is_file() or not files.get(REJECTED, {}).get("rows"):
             raise ExportError(f"{mpath}: the files give version {vid}, the manifest says {m.get('id')}")
         note = (f"{folder} has no {DATA}/{REJECTED} (exported without --rejected), so the imported version "
                 f"lacks its {files[REJECTED]['rows']} rejected candidates and its id differs from {m.get('id')}")
+    ref, created = store.write_version_info(dataset, classes, neighbors, rejected, params, message=message, cost=cost)
+    if note:
         return ref, created, note
-    _attach_margins(store, ref, folder / MARGINS)
+    have = set(store.margin_fingerprints(ref))
+    if margins:
+        v = store.read(ref)
+        for fp, (values, meta) in margins.items():
+            if fp not in have:
+                store.attach_margins(ref, fp, values, v.neighbor_ids, meta=meta)
     return ref, created, note
 
 
-def _attach_margins(store, ref: str, mdir: Path) -> None:
+def _read_margins(mdir: Path) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The export's margins per fingerprint: (values [C, K], meta), each file checked against its sidecar."""
     if not mdir.is_dir():
-        return
+        return {}
+    from safetensors import safe_open
     from safetensors.numpy import load
 
-    v = store.read(ref)
-    have = set(store.margin_fingerprints(ref))
+    out = {}
     for f in sorted(mdir.glob("*.safetensors")):
         data = f.read_bytes()
         side = mdir / f"{f.stem}.json"
         try:
             expect = json.loads(side.read_text(encoding="utf-8")).get("sha256")
-        except (OSError, json.JSONDecodeError):
-            raise IntegrityError(f"{side}: missing or not JSON (needed to check {f.name})") from None
+        except (OSError, json.JSONDecodeError, AttributeError):
+            raise IntegrityError(f"{side}: missing or not a JSON object (needed to check {f.name})") from None
         if sha256_bytes(data) != expect:
             raise IntegrityError(f"{f}: sha256 does not match {side.name} (file was modified)")
-        if f.stem in have:
-            continue
-        from safetensors import safe_open
-
         with safe_open(str(f), framework="numpy") as st:
             header = st.metadata() or {}
-        store.attach_margins(ref, f.stem, load(data)["margins"], v.neighbor_ids,
-                             meta=json.loads(header.get("meta", "{}")))
+        out[f.stem] = (load(data)["margins"], json.loads(header.get("meta", "{}")))
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sept.neighbor_store import NeighborRecord, Store, neighbor_id
+from sept.neighbor_store import IntegrityError, NeighborRecord, Store, neighbor_id
 from sept.neighbor_store.hf import ExportError, export_hf, import_hf
 
 SEPT = Path(sys.executable).parent / "sept"
@@ -149,3 +149,34 @@ def test_cli_export_import_subprocess(version, tmp_path):
     assert Store(tmp_path / "other").resolve("esc-50-mini@shared")[1] == v.id
     p = subprocess.run([SEPT, "store", "import", out], capture_output=True, text=True, env=env2, timeout=120)
     assert p.returncode == 1 and "--dataset is required" in p.stderr
+
+
+def test_import_refuses_before_storing_anything(version, tmp_path):
+    store, ref, _, _ = version
+    out = export_hf(store, ref, tmp_path / "hf", rejected=True)
+    other = Store(tmp_path / "other")
+    side = out / "margins/clap-abc.safetensors"
+    side.write_bytes(side.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    with pytest.raises(IntegrityError, match=f"{side}: sha256 does not match clap-abc.json"):
+        import_hf(other, out)
+    assert other.list() == []
+    out2 = export_hf(store, ref, tmp_path / "hf2", rejected=True)
+    m = json.loads((out2 / "manifest.json").read_text())
+    m["params"]["model"] = "another-model"  # enters the id: the files no longer give the manifest's id
+    (out2 / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match=f"{out2 / 'manifest.json'}: the files give version"):
+        import_hf(other, out2)
+    assert other.list() == []
+
+
+def test_varied_records_load_with_datasets(tmp_path):
+    import datasets
+
+    store = Store(tmp_path / "store")
+    neighbors = [rec("dog", "barking dog"), rec("dog", "growl", scores={"clap_self": 0.2, "clap_best_other": 0.1}),
+                 rec("cat", "purring", source={"backend": "openai", "sample": 3, "prompt": "p@1"})]
+    ref = store.write_version("pets", ["dog", "cat"], neighbors)
+    out = export_hf(store, ref, tmp_path / "hf")
+    ds = datasets.load_dataset(str(out), "neighbors", split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds["text"] == ["barking dog", "growl", "purring"]
+    assert ds["scores"][1]["clap_best_other"] == 0.1 and ds["source"][2]["sample"] == 3

@@ -152,7 +152,7 @@ def export(
         d = export_hf(s, ref, out, rejected=rejected)
         slug, vid = s.resolve(ref)
     typer.echo(f"exported {slug}@{vid[:12]} to {d}")
-    typer.echo(f"publish: huggingface-cli upload USER/NAME {d} --repo-type dataset")
+    typer.echo(f"publish: hf upload USER/NAME {d} --repo-type dataset")
 
 
 @store_app.command("list")

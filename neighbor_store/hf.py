@@ -1,6 +1,6 @@
 """A neighbor version as a Hugging Face dataset folder, and back.
 
-    export_hf(store, ref, out, rejected=False)   # writes OUT; `huggingface-cli upload` publishes it
+    export_hf(store, ref, out, rejected=False)   # writes OUT; `hf upload USER/NAME OUT --repo-type dataset` publishes it
     import_hf(store, out)                         # -> (ref, created); the same version id
 
 The folder (what a Hub user gets from `datasets.load_dataset(REPO)`):

@@ -138,7 +138,7 @@ def test_cli_export_import_subprocess(version, tmp_path):
     p = subprocess.run([SEPT, "store", "export", ref, out, "--format", "hf", "--rejected"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "huggingface-cli upload USER/NAME" in p.stdout and (out / "README.md").is_file()
+    assert "hf upload USER/NAME" in p.stdout and (out / "README.md").is_file()
     p = subprocess.run([SEPT, "store", "export", ref, out], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and p.stderr.strip() == f"error: {out}: already exists; choose a new folder"
     env2 = {**os.environ, "SEPT_STORE": str(tmp_path / "other")}

@@ -83,6 +83,8 @@ def test_export_loads_with_datasets(version, tmp_path):
     # the folder as the Hub serves it: load_dataset(FOLDER) reads the card's configs
     hub = datasets.load_dataset(str(out), "neighbors", split="train", cache_dir=str(tmp_path / "cache2"))
     assert hub["text"] == [r.text for r in v.neighbors]
+    hub_rej = datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "cache2"))
+    assert hub_rej["reason"] == [r.reason for r in v.rejected]
 
 
 def test_roundtrip_same_id_and_margins(version, tmp_path):

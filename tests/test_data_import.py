@@ -213,3 +213,68 @@ def test_broken_csv_source_is_refused_naming_it(tmp_path, sept_main, breakage, n
                     "--label-col", "y", "--fold-col", "f")
     assert ran.exit_code == 1 and named in ran.stderr and ran.stderr.count("\n") == 1, ran.output
     assert not out.exists()
+
+
+def _hf_dataset(tmp_path, names, per_class: int = 3, with_folds: bool = False, drop_class: str | None = None):
+    """A `datasets` Dataset with an Audio column holding FLAC/WAV bytes and a ClassLabel label.
+
+    Built from bytes and cast (not encoded), as a dataset from the Hub holds them: encoding
+    from arrays would need an audio encoder the tests do not install."""
+    import io
+
+    from datasets import Audio, ClassLabel, Dataset, Features, Value
+
+    audio, labels, folds = [], [], []
+    for c, name in enumerate(names):
+        if name == drop_class:
+            continue
+        for i in range(per_class):
+            buffer = io.BytesIO()
+            wave = synth_clip(FAMILIES[c % len(FAMILIES)], c, np.random.default_rng(10 * c + i), 16000, 0.4)
+            fmt = "FLAC" if i % 2 else "WAV"
+            soundfile.write(buffer, wave, 16000, format=fmt)
+            # one clip without a stored file name: its format is told from its bytes
+            stored = None if (c, i) == (0, 0) else f"clip_{c}_{i}.{fmt.lower()}"
+            audio.append({"bytes": buffer.getvalue(), "path": stored})
+            labels.append(c)
+            folds.append(i + 1)
+    columns = {"audio": audio, "label": labels}
+    features = {"audio": Audio(), "label": ClassLabel(names=list(names))}
+    if with_folds:
+        columns["fold"], features["fold"] = folds, Value("int64")
+    return Dataset.from_dict(columns).cast(Features(features))
+
+
+def test_hf_save_to_disk_and_parquet_import_without_reencoding(tmp_path, sept_main):
+    names = ["Bird song", "cafe/restaurant", "rain"]
+    ds = _hf_dataset(tmp_path, names)
+    ds.save_to_disk(str(tmp_path / "saved"))
+    out = tmp_path / "data" / "from-hf"
+    ran = sept_main("data", "import", tmp_path / "saved", "--out", out, "--from", "hf")
+    assert ran.exit_code == 0, ran.output
+    loaded = load_dataset(out)
+    assert loaded.classes == names and len(loaded.train) + len(loaded.test) == 9
+    written = {p.name: p for p in (out / "audio").rglob("*") if p.is_file()}
+    assert not any(p.is_symlink() for p in written.values())
+    # the stored bytes, unchanged, under the stored name (the nameless one sniffed as WAV)
+    assert (written["000004-clip_1_1.flac"].read_bytes() == ds.cast_column("audio", __import__("datasets").Audio(
+        decode=False))[4]["audio"]["bytes"])
+    assert "000000-clip.wav" in written
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["from-hf"]     # no staging left
+
+    folded = _hf_dataset(tmp_path, names, with_folds=True)
+    (tmp_path / "pq").mkdir()
+    folded.to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
+    out = tmp_path / "data" / "from-parquet"
+    ran = sept_main("data", "import", tmp_path / "pq", "--out", out, "--from", "hf", "--fold-col", "fold")
+    assert ran.exit_code == 0, ran.output
+    fold2 = load_dataset(out, fold=2)
+    assert fold2.classes == names and len(fold2.test) == 3 and len(fold2.train) == 6
+
+
+def test_hf_class_without_clip_is_refused(tmp_path, sept_main):
+    _hf_dataset(tmp_path, ["a", "b", "c"], drop_class="b").save_to_disk(str(tmp_path / "saved"))
+    out = tmp_path / "data" / "x"
+    ran = sept_main("data", "import", tmp_path / "saved", "--out", out, "--from", "hf")
+    assert ran.exit_code == 1 and "class 'b' has no clip" in ran.stderr, ran.output
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []

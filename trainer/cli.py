@@ -220,12 +220,15 @@ def data_fewshot(
 
 @data_app.command("import")
 def data_import(
-    src: Path = typer.Argument(..., metavar="SRC", help="Folder of class subfolders (--from folder) or metadata CSV (--from csv)."),
+    src: Path = typer.Argument(..., metavar="SRC", help="Folder of class subfolders (--from folder), metadata CSV (--from csv), "
+                             "or datasets folder: save_to_disk or parquet files (--from hf)."),
     out: Path = typer.Option(..., "--out", help="The dataset folder to create, ROOT/NAME (must not exist)."),
-    source: str = typer.Option(..., "--from", help="folder | csv."),
+    source: str = typer.Option(..., "--from", help="folder | csv | hf."),
     path_col: Optional[str] = typer.Option(None, "--path-col", help="CSV column of each clip's path."),
-    label_col: Optional[str] = typer.Option(None, "--label-col", help="CSV column of each clip's class name."),
-    fold_col: Optional[str] = typer.Option(None, "--fold-col", help="CSV column of each clip's fold (1..K)."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Column of each clip's class name "
+                                            "(hf default: the one ClassLabel column)."),
+    fold_col: Optional[str] = typer.Option(None, "--fold-col", help="Column of each clip's fold (1..K)."),
+    audio_col: Optional[str] = typer.Option(None, "--audio-col", help="hf: the Audio column (default: the one there is)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="esc50 | urbansound8k: that dataset's own metadata CSV."),
     audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder the CSV's paths are relative to "
                                               "(default: the CSV's folder)."),
@@ -235,17 +238,25 @@ def data_import(
 ) -> None:
     """Import a dataset into PALM's layout at --out, then check it; a refused import leaves nothing there."""
     from sept.trainer.data import DataError
-    from sept.trainer.importing import collect_csv, collect_folder, import_dataset
+    from sept.trainer.importing import collect_csv, collect_folder, import_dataset, import_hf
 
-    if source == "folder":
+    if source != "hf" and audio_col is not None:
+        raise DataError("--audio-col applies to --from hf only")
+    if source == "hf":
+        if any(v is not None for v in (path_col, preset, audio_root)):
+            raise DataError("--from hf takes no --path-col/--preset/--audio-root")
+        result = import_hf(src, out, audio_col=audio_col, label_col=label_col, fold_col=fold_col, copy=copy,
+                           test_fraction=test_fraction, seed=seed)
+    elif source == "folder":
         if any(v is not None for v in (path_col, label_col, fold_col, preset, audio_root)):
             raise DataError("--from folder takes no --path-col/--label-col/--fold-col/--preset/--audio-root")
         clips = collect_folder(src)
     elif source == "csv":
         clips = collect_csv(src, path_col, label_col, fold_col, audio_root, preset)
     else:
-        raise DataError(f"--from {source!r}: expected folder or csv")
-    result = import_dataset(clips, out, copy=copy, test_fraction=test_fraction, seed=seed)
+        raise DataError(f"--from {source!r}: expected folder, csv or hf")
+    if source != "hf":
+        result = import_dataset(clips, out, copy=copy, test_fraction=test_fraction, seed=seed)
     layout = f"{result.folds} folds in csv_files/" if result.folds else "train.csv/test.csv"
     typer.echo(f"{result.out}: {len(result.classes)} classes, {result.clips} clips, {layout}; data check passed")
 

@@ -7,7 +7,12 @@ Sources:
 - `csv`: SRC is a metadata CSV naming each clip's path, label and optionally fold
   (`path_col`, `label_col`, `fold_col`); paths are relative to the CSV's folder or to
   `audio_root`. Presets fill these in for ESC-50's `esc50.csv` and UrbanSound8K's
-  `UrbanSound8K.csv`, with their folds and their class names as the PALM benchmark spells them.
+  `UrbanSound8K.csv`, with their folds and their class names as the PALM benchmark spells them;
+- `hf`: a dataset written by `datasets`' `save_to_disk` (a Dataset or a DatasetDict, whose splits
+  are pooled) or a folder of parquet files, with an `Audio` column and a label column (a
+  `ClassLabel`, whose names are the classes, or plain strings). Each clip's stored bytes are
+  written out as they are (no re-encoding), named after the stored file name; a clip stored by
+  path only is taken from that path, which must lie inside SRC. Needs `pip install sept[hf]`.
 
 Result, at OUT (= ROOT/NAME):
 
@@ -231,8 +236,10 @@ def _write_split(path: Path, rows: list[tuple[str, str]]) -> None:
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def _place_audio(clips: list[Clip], folder: Path, slugs: dict[str, str], copy: bool) -> dict[Path, str]:
-    """Link (or copy) each clip under folder/audio/<slug>/; {source: path relative to folder}."""
+def _place_audio(clips: list[Clip], folder: Path, slugs: dict[str, str], copy: bool,
+                 move: bool = False) -> dict[Path, str]:
+    """Link (or copy, or move: files staged for this import) each clip under folder/audio/<slug>/;
+    {source: path relative to folder}."""
     placed: dict[Path, str] = {}
     taken: set[str] = set()
     for clip in clips:
@@ -246,7 +253,9 @@ def _place_audio(clips: list[Clip], folder: Path, slugs: dict[str, str], copy: b
         taken.add(rel)
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if copy:
+        if move:
+            os.rename(clip.source, target)
+        elif copy:
             shutil.copy2(clip.source, target)
         else:
             target.symlink_to(clip.source.resolve())
@@ -267,7 +276,7 @@ def _check_result(parent: Path, folder: Path, folds: int) -> None:
 
 
 def import_dataset(clips: list[Clip], out: Path, *, copy: bool = False, test_fraction: float = 0.2,
-                   seed: int = 0) -> ImportResult:
+                   seed: int = 0, move: bool = False) -> ImportResult:
     """Write `clips` as a PALM-layout dataset at `out`, checked, in one rename (see the module doc)."""
     out = Path(out).expanduser().absolute()
     if out.exists() or out.is_symlink():
@@ -293,7 +302,7 @@ def import_dataset(clips: list[Clip], out: Path, *, copy: bool = False, test_fra
     parent.mkdir()
     try:
         folder = parent / out.name
-        placed = _place_audio(clips, folder, slugs, copy)
+        placed = _place_audio(clips, folder, slugs, copy, move)
 
         def rows(chosen: list[Clip]) -> list[tuple[str, str]]:
             return [(placed[c.source], c.classname) for c in chosen]
@@ -311,3 +320,138 @@ def import_dataset(clips: list[Clip], out: Path, *, copy: bool = False, test_fra
     finally:
         shutil.rmtree(parent, ignore_errors=True)
     return ImportResult(out, classes, len({c.source for c in clips}), folds)
+
+
+MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"),
+         (b"FORM", ".aiff"))
+
+
+def _hf_table(src: Path):
+    """(pyarrow table, datasets Features) of a save_to_disk folder or a folder of parquet files."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("--from hf needs the datasets package: pip install 'sept[hf]'") from None
+    import pyarrow as pa
+
+    if (src / "state.json").is_file() or (src / "dataset_dict.json").is_file():
+        loaded = datasets.load_from_disk(str(src))
+        parts = list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]
+        features = parts[0].features
+        differing = [p for p in parts[1:] if p.features != features]
+        if differing:
+            raise DataError(f"{src}: its splits have different features; import them one by one")
+        # the arrow view reads the stored bytes without decoding (no audio decoder needed)
+        return pa.concat_tables([p.with_format("arrow")[:] for p in parts]), features
+    files = sorted(src.rglob("*.parquet"))
+    if not files:
+        raise DataError(f"{src}: neither a save_to_disk folder (state.json) nor a folder of parquet files")
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(f) for f in files]
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{src}: its parquet files differ in schema ({e})") from None
+    return table, datasets.Features.from_arrow_schema(table.schema)
+
+
+def collect_hf(src: Path, staging: Path, audio_col: str | None = None, label_col: str | None = None,
+               fold_col: str | None = None) -> list[Clip]:
+    """The clips of a `datasets` folder, their bytes written under `staging` (see the module doc)."""
+    import datasets
+
+    src = Path(src).expanduser().absolute()
+    if not src.is_dir():
+        raise DataError(f"source folder not found: {src}")
+    table, features = _hf_table(src)
+
+    def pick(given: str | None, kind, what: str) -> str:
+        if given is not None:
+            if given not in features:
+                raise DataError(f"{src}: no column {given!r} (columns: {', '.join(features)})")
+            return given
+        found = [n for n, f in features.items() if isinstance(f, kind)]
+        if len(found) != 1:
+            raise DataError(f"{src}: {len(found)} {kind.__name__} columns ({', '.join(found) or 'none'}); "
+                            f"name the {what} column with --{what}-col")
+        return found[0]
+
+    audio_col = pick(audio_col, datasets.Audio, "audio")
+    label_col = pick(label_col, datasets.ClassLabel, "label")
+    if not isinstance(features[audio_col], datasets.Audio):
+        raise DataError(f"{src}: column {audio_col!r} is not an Audio column")
+    label_feature = features[label_col]
+    names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
+    if names is None and not (isinstance(label_feature, datasets.Value) and label_feature.dtype in ("string", "large_string")):
+        raise DataError(f"{src}: label column {label_col!r} is neither a ClassLabel nor strings")
+    if fold_col is not None and fold_col not in features:
+        raise DataError(f"{src}: no column {fold_col!r} (columns: {', '.join(features)})")
+    staging.mkdir(parents=True, exist_ok=True)
+    clips: list[Clip] = []
+    row = 0
+    columns = [c for c in (audio_col, label_col, fold_col) if c]
+    for batch in table.select(columns).to_batches():
+        audios, labels = batch.column(audio_col).to_pylist(), batch.column(label_col).to_pylist()
+        folds = batch.column(fold_col).to_pylist() if fold_col else [None] * len(labels)
+        for audio, label, fold in zip(audios, labels, folds):
+            where = f"{src}: row {row}"
+            if label is None or (names is not None and not 0 <= label < len(names)):
+                raise DataError(f"{where}: label {label!r} is not a class")
+            classname = names[label] if names is not None else label.strip()
+            stored = (audio or {}).get("path") or ""
+            data = (audio or {}).get("bytes")
+            if data:
+                base = Path(stored).name
+                suffix = Path(base).suffix.lower()
+                if suffix not in AUDIO_SUFFIXES:
+                    suffix = next((s for magic, s in MAGIC if data.startswith(magic)), ".audio")
+                path = staging / f"{row:06d}-{Path(base).stem or 'clip'}{suffix}"
+                path.write_bytes(data)
+            elif stored:
+                path = Path(stored) if Path(stored).is_absolute() else src / stored
+                if not _inside(path, src):
+                    raise DataError(f"{where}: clip {stored!r} holds no bytes and its path lies outside {src}")
+            else:
+                raise DataError(f"{where}: no audio (neither bytes nor a path)")
+            if fold_col:
+                try:
+                    fold = int(fold)
+                except (TypeError, ValueError):
+                    raise DataError(f"{where}: fold {fold!r} is not an integer") from None
+            clips.append(Clip(path, classname, fold))
+            row += 1
+    if not clips:
+        raise DataError(f"{src}: no rows")
+    if names is not None:
+        empty = [n for n in names if not any(c.classname == n for c in clips)]
+        if empty:
+            raise DataError(f"class {empty[0]!r} has no clip (a ClassLabel name no row carries)")
+    if fold_col:
+        folds_found = sorted({c.fold for c in clips})
+        if folds_found != list(range(1, len(folds_found) + 1)) or len(folds_found) < 2:
+            raise DataError(f"{src}: fold column {fold_col!r} holds folds {', '.join(map(str, folds_found))}; "
+                            f"expected 1..K with no gap and K >= 2")
+    return clips
+
+
+def import_hf(src: Path, out: Path, *, audio_col: str | None = None, label_col: str | None = None,
+              fold_col: str | None = None, copy: bool = False, test_fraction: float = 0.2,
+              seed: int = 0) -> ImportResult:
+    """`collect_hf` into a hidden staging folder beside `out`, then `import_dataset`, which moves
+    the written clips into place (clips stored by path are linked or copied)."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() or out.is_symlink():
+        raise DataError(f"--out {out} already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_sibling(out)
+    try:
+        clips = collect_hf(src, staging, audio_col, label_col, fold_col)
+        staged = [c for c in clips if _inside(c.source, staging)]
+        others = [c for c in clips if not _inside(c.source, staging)]
+        if staged and others:
+            # mixed sources: the staged files are this import's own, so copying them is safe
+            return import_dataset(clips, out, copy=True, test_fraction=test_fraction, seed=seed)
+        return import_dataset(clips, out, copy=copy, test_fraction=test_fraction, seed=seed, move=bool(staged))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

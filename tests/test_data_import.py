@@ -193,6 +193,7 @@ def test_broken_folder_source_is_refused_naming_it(tmp_path, sept_main, breakage
     ("fold gap", "holds folds 1, 2, 4"),
     ("outside", "lies outside"),
     ("missing clip", "nope.wav (missing)"),
+    ("two labels", "is listed with two classes, 'a' and 'b'"),
 ])
 def test_broken_csv_source_is_refused_naming_it(tmp_path, sept_main, breakage, named):
     src = tmp_path / "meta"
@@ -207,6 +208,8 @@ def test_broken_csv_source_is_refused_naming_it(tmp_path, sept_main, breakage, n
         rows.append(("../elsewhere.wav", "a", 1))
     elif breakage == "missing clip":
         rows.append(("nope.wav", "b", 2))
+    elif breakage == "two labels":
+        rows.append(("0_1.wav", "b", 1))
     _write_csv(src / "m.csv", ["p", "y", "f"], rows)
     out = tmp_path / "data" / "broken"
     ran = sept_main("data", "import", src / "m.csv", "--out", out, "--from", "csv", "--path-col", "p",

@@ -285,6 +285,11 @@ def import_dataset(clips: list[Clip], out: Path, *, copy: bool = False, test_fra
     if not clips:
         raise DataError("the source lists no clip")
     slugs = class_slugs(classes)
+    labelled: dict[Path, str] = {}
+    for clip in clips:
+        if labelled.setdefault(clip.source, clip.classname) != clip.classname:
+            raise DataError(f"clip {clip.source} is listed with two classes, {labelled[clip.source]!r} "
+                            f"and {clip.classname!r} (one class per clip)")
     bad = bad_audio_files([c.source for c in clips])
     if bad:
         raise DataError(f"{len(bad)} clip(s) missing or unreadable: " + "; ".join(bad[:SHOWN])

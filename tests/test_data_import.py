@@ -281,3 +281,37 @@ def test_hf_class_without_clip_is_refused(tmp_path, sept_main):
     ran = sept_main("data", "import", tmp_path / "saved", "--out", out, "--from", "hf")
     assert ran.exit_code == 1 and "class 'b' has no clip" in ran.stderr, ran.output
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+@pytest.mark.parametrize("source", ["folder", "csv", "hf"])
+def test_each_source_trains_a_one_epoch_coop_run(tmp_path, sept_main, backbone, clap_checkpoint, source):
+    """What an import writes is a dataset `sept train` takes, whatever it came from: awkward class
+    names (spaces, capitals, non-ASCII, a stereo 48 kHz flac), a '/' in a label, an Audio column."""
+    from sept.trainer.config import make_config
+    from sept.trainer.train import train
+
+    src = tmp_path / "src"
+    if source == "folder":
+        _folder_tree(src)
+        args = ["--from", "folder"]
+    elif source == "csv":
+        meta = _esc50_style(tmp_path / "ESC-50-master", ["cafe/restaurant", "dog"], folds=2)
+        args = ["--from", "csv", "--path-col", "filename", "--label-col", "category", "--fold-col", "fold",
+                "--audio-root", str(tmp_path / "ESC-50-master" / "audio")]
+        src = meta
+    else:
+        _hf_dataset(tmp_path, ["Bird song", "cafe/restaurant", "rain"]).save_to_disk(str(src))
+        args = ["--from", "hf"]
+    out = tmp_path / "data" / "Imported"
+    ran = sept_main("data", "import", src, "--out", out, *args)
+    assert ran.exit_code == 0, ran.output
+    assert "data check passed" in ran.stdout
+    fold = {"fold": 1} if source == "csv" else {}
+    cfg = make_config(overrides=dict(dataset_root=str(out), checkpoint=str(clap_checkpoint),
+                                     cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "runs"),
+                                     shots=1, epochs=1, batch_size=8, n_ctx=2, method="coop", device="cpu",
+                                     run_name="imported", **fold))
+    train(cfg, backbone=backbone)
+    results = json.loads((tmp_path / "runs/imported/results.json").read_text())
+    assert len(results["history"]) == 1 and 0 <= results["metrics"]["all"]["accuracy"] <= 1
+    assert results["config"]["dataset_root"] == str(out)

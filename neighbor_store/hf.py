@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from sept.neighbor_store import writer
-from sept.neighbor_store.errors import IntegrityError, StoreError, ValidationError
-from sept.neighbor_store.jsonl import read_jsonl
+from sept.neighbor_store.errors import IntegrityError, StoreError
 from sept.neighbor_store.records import NeighborRecord
-from sept.neighbor_store.version import MANIFEST, MARGINS, NEIGHBORS, REJECTED, sha256_bytes, short
+from sept.neighbor_store.version import MANIFEST, MARGINS, NEIGHBORS, REJECTED, read_records, sha256_bytes, short
 
 DATA = "data"
 CARD = "README.md"
@@ -167,16 +166,8 @@ def export_hf(store, ref: str, out: str | Path, rejected: bool = False) -> Path:
 
 
 def _records(path: Path, expect: dict[str, Any]) -> list[NeighborRecord]:
-    data = path.read_bytes()
-    if sha256_bytes(data) != expect.get("sha256"):
-        raise ExportError(f"{path}: does not match {MANIFEST} (sha256 differs: the file was edited)")
-    out = []
-    for lineno, obj in read_jsonl(path):
-        try:
-            out.append(NeighborRecord.model_validate(obj))
-        except Exception as e:  # pydantic's message is multi-line; keep the last reason
-            raise ValidationError(f"invalid record ({str(e).splitlines()[-1].strip()})", file=path, line=lineno) from None
-    return out
+    return read_records(path, expect.get("sha256"),
+                        ExportError(f"{path}: does not match {MANIFEST} (sha256 differs: the file was edited)"))
 
 
 def import_hf(store, folder: str | Path) -> tuple[str, bool, str | None]:

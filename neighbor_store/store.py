@@ -28,7 +28,6 @@ from sept.neighbor_store import tags as tag_file
 from sept.neighbor_store import verify as verification
 from sept.neighbor_store import writer
 from sept.neighbor_store.errors import IntegrityError, RefError
-from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord
 from sept.neighbor_store.version import (
     HEX,
@@ -39,7 +38,7 @@ from sept.neighbor_store.version import (
     REJECTED,
     Margins,
     Version,
-    sha256_bytes,
+    read_records,
     short,
 )
 
@@ -129,16 +128,8 @@ class Store:
     # ---- reading ----------------------------------------------------------------------------
 
     def _read_records(self, path: Path, expect: dict[str, Any]) -> list[NeighborRecord]:
-        data = path.read_bytes()
-        if sha256_bytes(data) != expect.get("sha256"):
-            raise IntegrityError(f"{path}: sha256 does not match the manifest (file was modified)")
-        out = []
-        for lineno, obj in read_jsonl(path):
-            try:
-                out.append(NeighborRecord.model_validate(obj))
-            except Exception as e:  # pydantic's message is multi-line; keep the first reason
-                raise IntegrityError(f"{path}:{lineno}: invalid record ({str(e).splitlines()[-1].strip()})") from None
-        return out
+        return read_records(path, expect.get("sha256"),
+                            IntegrityError(f"{path}: sha256 does not match the manifest (file was modified)"))
 
     def read(self, ref: str) -> Version:
         """The version named by `ref`, records checked against the manifest's hashes."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sept.neighbor_store.errors import ValidationError
+from sept.neighbor_store.errors import IntegrityError, ValidationError
+from sept.neighbor_store.jsonl import read_jsonl
 from sept.neighbor_store.records import NeighborRecord
 
 ID_SHOWN = 12  # hex chars of a version id shown in references
@@ -31,6 +32,20 @@ MARGINS = "margins"
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_records(path: Path, expected_sha256: str | None, mismatch: Exception) -> list[NeighborRecord]:
+    """The records of a version's JSONL file, after checking its bytes against the recorded hash;
+    `mismatch` is raised when they differ (the store and an import word it their own way)."""
+    if sha256_bytes(path.read_bytes()) != expected_sha256:
+        raise mismatch
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(NeighborRecord.model_validate(obj))
+        except Exception as e:  # pydantic's message is multi-line; keep its last reason
+            raise IntegrityError(f"{path}:{lineno}: invalid record ({str(e).splitlines()[-1].strip()})") from None
+    return out
 
 
 def sha256_file(path: str | Path) -> str:
